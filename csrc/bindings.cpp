@@ -1,0 +1,166 @@
+// The one nanobind module, compactcortex._engine: thin wrappers that validate inputs at the
+// boundary and release the GIL while kernels run. Python-facing errors name the problem.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/array.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <string>
+
+#include "engine/engine.hpp"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace {
+
+using FloatIn = nb::ndarray<const float, nb::c_contig, nb::device::cpu, nb::ro>;
+using FloatOut = nb::ndarray<float, nb::c_contig, nb::device::cpu>;
+using AnyIn = nb::ndarray<nb::device::cpu, nb::ro>;
+
+std::vector<float> take(const FloatIn& a, size_t expect, const char* name) {
+    if (a.size() != expect)
+        throw nb::value_error((std::string(name) + ": expected " + std::to_string(expect) +
+                               " values, got " + std::to_string(a.size()))
+                                  .c_str());
+    return std::vector<float>(a.data(), a.data() + a.size());
+}
+
+std::string shape_str(const AnyIn& a) {
+    std::string s = "(";
+    for (size_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+    return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+// Interprets a 4-d array as NHWC (N,112,112,3) or NCHW (N,3,112,112).
+cc::ImageBatch as_batch(const AnyIn& x) {
+    cc::ImageBatch b{};
+    if (x.dtype() == nb::dtype<float>()) b.dtype = cc::DType::f32;
+    else if (x.dtype() == nb::dtype<double>()) b.dtype = cc::DType::f64;
+    else if (x.dtype() == nb::dtype<uint8_t>()) b.dtype = cc::DType::u8;
+    else
+        throw nb::type_error("images: dtype must be float32 (recentred pixels), float64 or uint8 "
+                             "(raw pixels 0-255)");
+    if (x.ndim() != 4)
+        throw nb::value_error(("images: expected a 4-d array (N,112,112,3) or (N,3,112,112), got "
+                               "shape " + shape_str(x)).c_str());
+    const bool nhwc = x.shape(1) == 112 && x.shape(2) == 112 && x.shape(3) == 3;
+    const bool nchw = x.shape(1) == 3 && x.shape(2) == 112 && x.shape(3) == 112;
+    if (!nhwc && !nchw)
+        throw nb::value_error(("images: expected shape (N,112,112,3) or (N,3,112,112), got " +
+                               shape_str(x)).c_str());
+    if (x.shape(0) == 0) throw nb::value_error("images: empty batch (N = 0)");
+    b.data = x.data();
+    b.count = int64_t(x.shape(0));
+    b.sn = x.stride(0);
+    if (nhwc) { b.sy = x.stride(1); b.sx = x.stride(2); b.sc = x.stride(3); }
+    else      { b.sc = x.stride(1); b.sy = x.stride(2); b.sx = x.stride(3); }
+    return b;
+}
+
+class PyEngine {
+public:
+    PyEngine(std::array<int, 5> n, FloatIn w0, FloatIn b0, std::vector<FloatIn> dw,
+             std::vector<FloatIn> pw, std::vector<FloatIn> pb, FloatIn readout, float readout_bias,
+             std::array<float, 3> mean, int threads, const std::string& isa) {
+        for (int v : n)
+            if (v < 1) throw nb::value_error("filter counts must all be >= 1");
+        if (dw.size() != 4 || pw.size() != 4 || pb.size() != 4)
+            throw nb::value_error("dw, pw and pb must each hold 4 arrays (layers 1-4)");
+        if (threads < 1) throw nb::value_error("threads must be >= 1");
+        cc::ModelWeights m;
+        m.n = n;
+        m.w0 = take(w0, size_t(n[0]) * 75, "w0");
+        m.b0 = take(b0, n[0], "b0");
+        for (int l = 0; l < 4; ++l) {
+            const std::string s = std::to_string(l + 1);
+            m.dw[l] = take(dw[l], size_t(n[l]) * 25, ("dw" + s).c_str());
+            m.pw[l] = take(pw[l], size_t(n[l]) * n[l + 1], ("pw" + s).c_str());
+            m.pb[l] = take(pb[l], n[l + 1], ("pb" + s).c_str());
+        }
+        m.readout = take(readout, size_t(28 * 28) * n[4], "readout");
+        m.readout_bias = readout_bias;
+        const cc::KernelTable* k;
+        try {
+            k = cc::select_kernels(isa);
+        } catch (const std::invalid_argument& e) {
+            throw nb::value_error(e.what());
+        }
+        eng_.reset(new cc::Engine(m, k, threads, mean));
+    }
+
+    void predict(AnyIn images, FloatOut out) {
+        const cc::ImageBatch b = as_batch(images);
+        if (out.ndim() != 1 || int64_t(out.shape(0)) != b.count)
+            throw nb::value_error(("out: expected a float32 array of shape (" +
+                                   std::to_string(b.count) + ",)").c_str());
+        int64_t bad;
+        {
+            nb::gil_scoped_release release;
+            bad = eng_->predict(b, out.data());
+        }
+        if (bad >= 0)
+            throw nb::value_error(("images: image " + std::to_string(bad) +
+                                   " contains NaN or infinity").c_str());
+    }
+
+    std::string isa() const { return eng_->isa(); }
+    int threads() const { return eng_->threads(); }
+
+private:
+    std::unique_ptr<cc::Engine> eng_;
+};
+
+// Direct, unchecked access to one kernel of one table: for the tests against the reference only.
+const cc::KernelTable* table(const std::string& isa) {
+    try {
+        return cc::select_kernels(isa);
+    } catch (const std::invalid_argument& e) {
+        throw nb::value_error(e.what());
+    }
+}
+
+}  // namespace
+
+NB_MODULE(_engine, m) {
+    m.doc() = "compactcortex C++ CPU engine (no Python or torch inside).";
+
+    nb::class_<PyEngine>(m, "Engine")
+        .def(nb::init<std::array<int, 5>, FloatIn, FloatIn, std::vector<FloatIn>,
+                      std::vector<FloatIn>, std::vector<FloatIn>, FloatIn, float,
+                      std::array<float, 3>, int, const std::string&>(),
+             "n"_a, "w0"_a, "b0"_a, "dw"_a, "pw"_a, "pb"_a, "readout"_a, "readout_bias"_a,
+             "mean"_a, "threads"_a, "isa"_a = "auto")
+        .def("predict", &PyEngine::predict, "images"_a, "out"_a,
+             "Predict into out (float32, shape (N,)). images: (N,112,112,3) or (N,3,112,112); "
+             "float32/float64 recentred pixels or uint8 raw pixels.")
+        .def_prop_ro("isa", &PyEngine::isa)
+        .def_prop_ro("threads", &PyEngine::threads);
+
+    m.def("available_isas", &cc::available_isas,
+          "Kernel variants this CPU and build can run (the first is what 'auto' picks, except "
+          "emu512, which only exists to test the 16-wide code on AVX2 machines).");
+    m.def("vector_width", [](const std::string& isa) { return table(isa)->width; }, "isa"_a);
+
+    m.def("_kernel_conv0_row",
+          [](const std::string& isa, FloatIn in, int64_t S, int Wout, FloatIn w, FloatIn b, int Cp,
+             FloatOut out) {
+              table(isa)->conv0_row(in.data(), S, Wout, w.data(), b.data(), Cp, out.data());
+          },
+          "isa"_a, "inp"_a, "S"_a, "Wout"_a, "w"_a, "b"_a, "Cp"_a, "out"_a);
+    m.def("_kernel_dw_row",
+          [](const std::string& isa, FloatIn rows, int64_t row_stride, int s, int Wout, FloatIn dw,
+             int Cp, FloatOut tmp) {
+              const float* r[5];
+              for (int i = 0; i < 5; ++i) r[i] = rows.data() + i * row_stride;
+              table(isa)->dw_row(r, s, Wout, dw.data(), Cp, tmp.data());
+          },
+          "isa"_a, "rows"_a, "row_stride"_a, "s"_a, "Wout"_a, "dw"_a, "Cp"_a, "tmp"_a);
+    m.def("_kernel_pw_row",
+          [](const std::string& isa, FloatIn a, int M, int K, int lda, FloatIn B, FloatIn b, int Np,
+             FloatOut out, int64_t ldo) {
+              table(isa)->pw_row(a.data(), M, K, lda, B.data(), b.data(), Np, out.data(), ldo);
+          },
+          "isa"_a, "a"_a, "M"_a, "K"_a, "lda"_a, "B"_a, "b"_a, "Np"_a, "out"_a, "ldo"_a);
+}

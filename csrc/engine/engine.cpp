@@ -1,0 +1,285 @@
+#include "engine.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <stdexcept>
+
+namespace cc {
+namespace {
+
+constexpr int kImg = 112;               // input height and width
+constexpr int kInPadW = kImg + 4;       // layer-0 input with a 2-pixel zero border
+constexpr long kInStride = kInPadW * 3;  // floats per padded input row
+constexpr int kL1 = 56, kL2 = 28;
+constexpr int kRingRows = 8;             // >= 5 rows in use + 2 being produced
+constexpr int kL0PadW = 1 + kImg + 2;    // layer-0 output row, TF 'same' stride-2 pad 1/2
+constexpr int kL1PadW = 1 + kL1 + 2;     // layer-1 output, padded for layer 2 (stride 2)
+constexpr int kL2PadW = 2 + kL2 + 2;     // layers 2-3 outputs, padded for the stride-1 layers
+
+int round_up(int v, int m) { return (v + m - 1) / m * m; }
+
+// 64-byte aligned, zero-initialised float buffer.
+struct Buffer {
+    float* p = nullptr;
+    explicit Buffer(size_t n) {
+        const size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
+        p = static_cast<float*>(std::aligned_alloc(64, bytes ? bytes : 64));
+        if (!p) throw std::bad_alloc();
+        std::memset(p, 0, bytes);
+    }
+    ~Buffer() { std::free(p); }
+    Buffer(const Buffer&) = delete;
+    Buffer& operator=(const Buffer&) = delete;
+};
+
+bool finite(float v) { return std::isfinite(v); }
+
+}  // namespace
+
+struct Engine::Workspace {
+    Buffer in, ring, zero_row, l1, l2, l3, l4, tmp;
+    bool bad = false;
+    Workspace(const std::array<int, 5>& np)
+        : in(size_t(kInPadW) * kInStride),
+          ring(size_t(kRingRows) * kL0PadW * np[0]),
+          zero_row(size_t(kL0PadW) * np[0]),
+          l1(size_t(kL1PadW) * kL1PadW * np[1]),
+          l2(size_t(kL2PadW) * kL2PadW * np[2]),
+          l3(size_t(kL2PadW) * kL2PadW * np[3]),
+          l4(size_t(kL2) * kL2 * np[4]),
+          tmp(size_t(kL1) * std::max(std::max(np[0], np[1]), std::max(np[2], np[3]))) {}
+};
+
+const KernelTable* select_kernels(const std::string& isa) {
+    const KernelTable* t = nullptr;
+    if (isa == "auto") {
+#if defined(__x86_64__)
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f") && (t = kernels_avx512())) return t;
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && (t = kernels_avx2()))
+            return t;
+#endif
+        return kernels_sse2() ? kernels_sse2() : kernels_reference();
+    }
+    if (isa == "reference") return kernels_reference();
+    if (isa == "sse2") t = kernels_sse2();
+    else if (isa == "avx2" || isa == "emu512") {
+#if defined(__x86_64__)
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+            t = isa == "avx2" ? kernels_avx2() : kernels_emu512();
+#endif
+    } else if (isa == "avx512") {
+#if defined(__x86_64__)
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f")) t = kernels_avx512();
+#endif
+    } else {
+        throw std::invalid_argument("unknown isa '" + isa +
+                                    "' (expected auto, avx512, avx2, emu512, sse2 or reference)");
+    }
+    if (!t) throw std::runtime_error("isa '" + isa + "' is not supported by this CPU or build");
+    return t;
+}
+
+std::vector<std::string> available_isas() {
+    std::vector<std::string> out;
+    for (const char* name : {"avx512", "avx2", "emu512", "sse2", "reference"}) {
+        try {
+            select_kernels(name);
+            out.emplace_back(name);
+        } catch (const std::exception&) {
+        }
+    }
+    return out;
+}
+
+Engine::Engine(const ModelWeights& m, const KernelTable* k, int threads, std::array<float, 3> mean)
+    : k_(k), n_(m.n), mean_(mean), readout_bias_(m.readout_bias), pool_(threads < 1 ? 1 : threads) {
+    for (int i = 0; i < 5; ++i) np_[i] = round_up(n_[i], k_->width);
+    // Index of (channel c, reduction index k) in a vector-major [Cp/W][K][W] weight array.
+    const int W = k_->width;
+    auto vec_major = [W](int c, int k, int K) { return (size_t(c / W) * K + k) * W + c % W; };
+
+    // Layer 0: (n0,3,5,5) -> [ky][kx*3+ci][C0p].
+    w0_.assign(size_t(75) * np_[0], 0.0f);
+    b0_.assign(np_[0], 0.0f);
+    for (int c = 0; c < n_[0]; ++c) {
+        b0_[c] = m.b0[c];
+        for (int ci = 0; ci < 3; ++ci)
+            for (int ky = 0; ky < 5; ++ky)
+                for (int kx = 0; kx < 5; ++kx)
+                    w0_[vec_major(c, ky * 15 + kx * 3 + ci, 75)] = m.w0[((c * 3 + ci) * 5 + ky) * 5 + kx];
+    }
+    // Layers 1-4: depthwise (n_in,5,5) -> [ky*5+kx][Cin_p]; pointwise (n_out,n_in) -> [k][Cout_p].
+    for (int l = 0; l < 4; ++l) {
+        const int ni = n_[l], no = n_[l + 1], nip = np_[l], nop = np_[l + 1];
+        dw_[l].assign(size_t(25) * nip, 0.0f);
+        for (int c = 0; c < ni; ++c)
+            for (int t = 0; t < 25; ++t) dw_[l][t * nip + c] = m.dw[l][c * 25 + t];
+        pw_[l].assign(size_t(ni) * nop, 0.0f);
+        pb_[l].assign(nop, 0.0f);
+        for (int o = 0; o < no; ++o) {
+            pb_[l][o] = m.pb[l][o];
+            for (int c = 0; c < ni; ++c) pw_[l][vec_major(o, c, ni)] = m.pw[l][o * ni + c];
+        }
+    }
+    // Readout: (28,28,n4) -> (28,28,C4p).
+    readout_.assign(size_t(kL2) * kL2 * np_[4], 0.0f);
+    for (int p = 0; p < kL2 * kL2; ++p)
+        for (int c = 0; c < n_[4]; ++c) readout_[p * np_[4] + c] = m.readout[p * n_[4] + c];
+
+    for (int t = 0; t < pool_.size(); ++t) ws_.emplace_back(new Workspace(np_));
+}
+
+Engine::~Engine() = default;
+
+// Copies image rows [y0, y1) into the padded layer-0 input, converting to float32 and
+// recentring uint8 pixels; flags NaN/inf.
+void Engine::fill_input(Workspace& ws, const ImageBatch& b, int64_t i, int y0, int y1) const {
+    bool bad = false;
+    for (int y = y0; y < y1; ++y) {
+        float* dst = ws.in.p + (y + 2) * kInStride + 2 * 3;
+        const int64_t base = i * b.sn + y * b.sy;
+        switch (b.dtype) {
+            case DType::u8: {
+                const uint8_t* src = static_cast<const uint8_t*>(b.data) + base;
+                for (int x = 0; x < kImg; ++x)
+                    for (int c = 0; c < 3; ++c)
+                        dst[x * 3 + c] = float(src[x * b.sx + c * b.sc]) - mean_[c];
+                break;
+            }
+            case DType::f32: {
+                const float* src = static_cast<const float*>(b.data) + base;
+                float acc = 0.0f;  // v*0 is 0 for finite v and NaN otherwise
+                if (b.sx == 3 && b.sc == 1) {
+                    for (int j = 0; j < kImg * 3; ++j) {
+                        dst[j] = src[j];
+                        acc += src[j] * 0.0f;
+                    }
+                } else {
+                    for (int x = 0; x < kImg; ++x)
+                        for (int c = 0; c < 3; ++c) {
+                            const float v = src[x * b.sx + c * b.sc];
+                            dst[x * 3 + c] = v;
+                            acc += v * 0.0f;
+                        }
+                }
+                bad |= !finite(acc);
+                break;
+            }
+            case DType::f64: {
+                const double* src = static_cast<const double*>(b.data) + base;
+                for (int x = 0; x < kImg; ++x)
+                    for (int c = 0; c < 3; ++c) {
+                        const double v = src[x * b.sx + c * b.sc];
+                        dst[x * 3 + c] = float(v);
+                        bad |= !std::isfinite(float(v));
+                    }
+                break;
+            }
+        }
+    }
+    ws.bad |= bad;
+}
+
+// Layer-1 output rows [r0, r1) into l1 (padded for layer 2), producing the layer-0 rows they
+// need into this workspace's ring buffer on the fly. Needs image rows [2*r0-3, 2*r1+4) filled.
+void Engine::layers01(Workspace& ws, int r0, int r1, float* l1) const {
+    const int c0 = np_[0], c1 = np_[1];
+    const size_t ring_row = size_t(kL0PadW) * c0;
+    int have = 2 * r0 - 2;  // last layer-0 row produced
+    const float* rows[5];
+    for (int r = r0; r < r1; ++r) {
+        // Output row r reads layer-0 rows 2r-1 .. 2r+3 ('same' padding: 1 before, 2 after).
+        for (int y = have + 1; y <= 2 * r + 3; ++y) {
+            if (y < 0 || y >= kImg) continue;
+            float* dst = ws.ring.p + size_t((y + kRingRows) % kRingRows) * ring_row;
+            k_->conv0_row(ws.in.p + y * kInStride, kInStride, kImg, w0_.data(), b0_.data(), c0,
+                          dst + c0);
+        }
+        have = 2 * r + 3;
+        for (int ky = 0; ky < 5; ++ky) {
+            const int y = 2 * r - 1 + ky;
+            rows[ky] = (y < 0 || y >= kImg) ? ws.zero_row.p
+                                            : ws.ring.p + size_t(y % kRingRows) * ring_row;
+        }
+        k_->dw_row(rows, 2, kL1, dw_[0].data(), c0, ws.tmp.p);
+        k_->pw_row(ws.tmp.p, kL1, n_[0], c0, pw_[0].data(), pb_[0].data(), c1,
+                   l1 + (size_t(r + 1) * kL1PadW + 1) * c1, c1);
+    }
+}
+
+// Layers 2-4 and the readout from this workspace's layer-1 output.
+float Engine::layers234(Workspace& ws) const {
+    const float* rows[5];
+    // Layer 2: stride 2 over the 56x56 map (padded 1 before, 2 after) -> l2 interior.
+    for (int r = 0; r < kL2; ++r) {
+        for (int ky = 0; ky < 5; ++ky) rows[ky] = ws.l1.p + size_t(2 * r + ky) * kL1PadW * np_[1];
+        k_->dw_row(rows, 2, kL2, dw_[1].data(), np_[1], ws.tmp.p);
+        k_->pw_row(ws.tmp.p, kL2, n_[1], np_[1], pw_[1].data(), pb_[1].data(), np_[2],
+                   ws.l2.p + (size_t(r + 2) * kL2PadW + 2) * np_[2], np_[2]);
+    }
+    // Layers 3 and 4: stride 1, pad 2.
+    for (int l = 2; l < 4; ++l) {
+        const float* src = l == 2 ? ws.l2.p : ws.l3.p;
+        for (int r = 0; r < kL2; ++r) {
+            for (int ky = 0; ky < 5; ++ky) rows[ky] = src + size_t(r + ky) * kL2PadW * np_[l];
+            k_->dw_row(rows, 1, kL2, dw_[l].data(), np_[l], ws.tmp.p);
+            float* dst = l == 2 ? ws.l3.p + (size_t(r + 2) * kL2PadW + 2) * np_[3]
+                                : ws.l4.p + size_t(r) * kL2 * np_[4];
+            k_->pw_row(ws.tmp.p, kL2, n_[l], np_[l], pw_[l].data(), pb_[l].data(), np_[l + 1], dst,
+                       np_[l + 1]);
+        }
+    }
+    return k_->dot(ws.l4.p, readout_.data(), std::ptrdiff_t(kL2) * kL2 * np_[4]) + readout_bias_;
+}
+
+int64_t Engine::predict(const ImageBatch& b, float* out) {
+    std::lock_guard<std::mutex> lock(call_mu_);
+    const int T = pool_.size();
+    for (auto& w : ws_) w->bad = false;
+    std::atomic<int64_t> first_bad{-1};
+    auto note_bad = [&](int64_t i) {
+        int64_t cur = first_bad.load();
+        while ((cur < 0 || i < cur) && !first_bad.compare_exchange_weak(cur, i)) {
+        }
+    };
+
+    // Whole images per thread while there are at least T left ...
+    const int64_t whole = b.count - b.count % T;
+    if (whole > 0) {
+        std::atomic<int64_t> next{0};
+        pool_.run(T, [&](int t) {
+            Workspace& ws = *ws_[t];
+            for (int64_t i; (i = next.fetch_add(1)) < whole;) {
+                ws.bad = false;
+                fill_input(ws, b, i, 0, kImg);
+                layers01(ws, 0, kL1, ws.l1.p);
+                out[i] = layers234(ws);
+                if (ws.bad) note_bad(i);
+            }
+        });
+    }
+    // ... then each remaining image split into bands of layer-1 rows across the threads.
+    for (int64_t i = whole; i < b.count; ++i) {
+        for (auto& w : ws_) w->bad = false;
+        pool_.run(T, [&](int t) {
+            Workspace& ws = *ws_[t];
+            const int r0 = kL1 * t / T, r1 = kL1 * (t + 1) / T;
+            const int y0 = std::max(0, 2 * r0 - 3), y1 = std::min(kImg, 2 * r1 + 4);
+            fill_input(ws, b, i, y0, y1);
+            layers01(ws, r0, r1, ws_[0]->l1.p);
+        });
+        out[i] = layers234(*ws_[0]);
+        for (auto& w : ws_)
+            if (w->bad) note_bad(i);
+    }
+    return first_bad.load();
+}
+
+}  // namespace cc

@@ -1,0 +1,73 @@
+// The CPU inference engine for one compact model: packed weights for one kernel table,
+// per-thread workspaces allocated once, and the row-streaming pipeline
+//   layer 0 rows -> ring buffer -> layer 1 (fused depthwise+pointwise) -> layers 2-4 -> readout.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "kernels.hpp"
+#include "thread_pool.hpp"
+
+namespace cc {
+
+// Batchnorm-folded weights in the canonical (unpadded) layout of a compiled Plan.
+struct ModelWeights {
+    std::array<int, 5> n{};          // filters per layer n0..n4
+    std::vector<float> w0;           // (n0, 3, 5, 5)
+    std::vector<float> b0;           // (n0)
+    std::array<std::vector<float>, 4> dw;  // layer i+1: (n_i, 5, 5)
+    std::array<std::vector<float>, 4> pw;  // layer i+1: (n_{i+1}, n_i)
+    std::array<std::vector<float>, 4> pb;  // layer i+1: (n_{i+1})
+    std::vector<float> readout;      // (28, 28, n4)
+    float readout_bias = 0.0f;
+};
+
+enum class DType { f32, f64, u8 };
+
+// A strided view of a batch of images: element (n, y, x, c) lives at
+// data + (n*sn + y*sy + x*sx + c*sc) elements.
+struct ImageBatch {
+    const void* data;
+    DType dtype;
+    int64_t count;
+    int64_t sn, sy, sx, sc;
+};
+
+// Which kernel table to use: "auto" picks the widest the CPU supports.
+const KernelTable* select_kernels(const std::string& isa);
+std::vector<std::string> available_isas();
+
+class Engine {
+public:
+    Engine(const ModelWeights& m, const KernelTable* k, int threads, std::array<float, 3> mean);
+    ~Engine();
+
+    // Writes one prediction per image to out[0..count). Returns -1, or the index of the first
+    // image that holds a NaN or infinity (out is then unspecified). Thread-safe (serialised).
+    int64_t predict(const ImageBatch& images, float* out);
+
+    const char* isa() const { return k_->name; }
+    int threads() const { return pool_.size(); }
+
+private:
+    struct Workspace;
+    void fill_input(Workspace& ws, const ImageBatch& b, int64_t i, int y0, int y1) const;
+    void layers01(Workspace& ws, int r0, int r1, float* l1) const;
+    float layers234(Workspace& ws) const;
+
+    const KernelTable* k_;
+    std::array<int, 5> n_{}, np_{};  // filter counts, and padded to the vector width
+    std::array<float, 3> mean_;
+    std::vector<float> w0_, b0_, readout_;
+    std::array<std::vector<float>, 4> dw_, pw_, pb_;
+    float readout_bias_;
+    std::vector<std::unique_ptr<Workspace>> ws_;
+    ThreadPool pool_;
+    std::mutex call_mu_;
+};
+
+}  // namespace cc

@@ -1,0 +1,44 @@
+// Kernel table shared by every instruction-set variant of the engine's inner loops.
+//
+// Layout conventions (all float32):
+//  * feature maps are channels-last with the channel count padded to a multiple of the table's
+//    vector width (`width`); padded lanes hold zeros and stay zero through every layer;
+//  * "rows" point at padded pixel 0 of a feature-map row; pixel stride = padded channel count.
+#pragma once
+#include <cstddef>
+
+namespace cc {
+
+struct KernelTable {
+    const char* name;  // "avx512", "avx2", "sse2", "emu512", "reference"
+    int width;         // floats per vector; padded channel counts are multiples of it
+
+    // Layer 0: one output row of the 5x5, 3 -> Cp convolution with folded bias and ReLU.
+    // `in` points at padded input row y (the image has a 2-pixel zero border, 3 channels,
+    // row stride `S` floats); output pixel x reads padded pixels x..x+4 of rows y..y+4.
+    // `w` is vector-major [Cp/width][k][width] with k = ky*15 + kx*3 + ci, `b` is [Cp]; `out` receives Wout pixels x Cp channels.
+    void (*conv0_row)(const float* in, std::ptrdiff_t S, int Wout, const float* w,
+                      const float* b, int Cp, float* out);
+
+    // Depthwise 5x5 with stride s: tmp[x][c] = sum_{ky,kx} rows[ky][(s*x+kx)*Cp + c] * dw[ky*5+kx][c].
+    void (*dw_row)(const float* const rows[5], int s, int Wout, const float* dw, int Cp,
+                   float* tmp);
+
+    // Pointwise + bias + ReLU: out[p*ldo + c] = max(0, b[c] + sum_{k<K} a[p*lda + k] * B(k, c))
+    // for p < M, c < Np, with B vector-major: B(k, c) = B[((c/width)*K + k)*width + c%width].
+    void (*pw_row)(const float* a, int M, int K, int lda, const float* B, const float* b, int Np,
+                   float* out, std::ptrdiff_t ldo);
+
+    // sum_i a[i] * b[i]
+    float (*dot)(const float* a, const float* b, std::ptrdiff_t n);
+};
+
+// Variants compiled from kernels_simd.cpp with different vector widths and target flags, plus
+// the plain scalar reference (kernels_reference.cpp). Unavailable variants return nullptr.
+const KernelTable* kernels_avx512();
+const KernelTable* kernels_avx2();
+const KernelTable* kernels_emu512();  // the 16-wide code path compiled for AVX2 (for testing it)
+const KernelTable* kernels_sse2();
+const KernelTable* kernels_reference();
+
+}  // namespace cc

@@ -1,0 +1,193 @@
+// Register-blocked vector kernels, written once with GCC/Clang vector extensions and compiled
+// several times: CMake sets CC_VEC_BYTES (vector width), CC_NREG (vector registers to block
+// for), CC_TABLE_NAME / CC_TABLE_FN and the target flags of each copy.
+// Deliberately free of standard-library inline functions: every copy is built with different
+// target flags, and a shared inline symbol could hand AVX-512 code to a CPU without it.
+#include "kernels.hpp"
+
+#if !defined(CC_VEC_BYTES) || !defined(CC_NREG) || !defined(CC_TABLE_FN)
+#error "CC_VEC_BYTES, CC_NREG and CC_TABLE_FN must be defined by the build"
+#endif
+
+namespace cc {
+namespace {
+
+constexpr int W = CC_VEC_BYTES / 4;
+typedef float vf __attribute__((vector_size(CC_VEC_BYTES)));
+
+inline vf load(const float* p) { vf v; __builtin_memcpy(&v, p, sizeof v); return v; }
+inline void store(float* p, vf v) { __builtin_memcpy(p, &v, sizeof v); }
+template <unsigned... I> struct lanes {};
+template <unsigned N, unsigned... I> struct make_lanes : make_lanes<N - 1, N - 1, I...> {};
+template <unsigned... I> struct make_lanes<0, I...> { using type = lanes<I...>; };
+template <unsigned... I> inline vf splat_impl(float x, lanes<I...>) { return vf{((void)I, x)...}; }
+inline vf splat(float x) { return splat_impl(x, typename make_lanes<W>::type{}); }  // one broadcast
+inline vf relu(vf v) { const vf z{}; return v > z ? v : z; }
+
+// Output-pixel block for a tile of V channel vectors: P*V accumulators + V weights + 1
+// broadcast must fit in the register file, with the weights kept in registers (as memory
+// operands they are reloaded for every pixel and the loads, not the FMAs, set the pace).
+template <int V> constexpr int pix_block() {
+    return CC_NREG == 32 ? (V == 4 ? 6 : V == 3 ? 8 : V == 2 ? 12 : 16) : (V == 2 ? 6 : 12);
+}
+constexpr int kMaxV = CC_NREG == 32 ? 4 : 2;
+
+// Splits nv channel vectors into blocks of at most kMaxV, avoiding a lone 1-vector block where
+// two 2-vector blocks do (they block pixels better).
+inline int next_block(int rem) {
+    if (rem >= kMaxV + 2 || rem == kMaxV) return kMaxV;
+    if (rem > kMaxV) return rem - 2 <= kMaxV ? 2 : kMaxV;
+    return rem;
+}
+
+// ---- layer 0: direct 5x5 convolution, 3 input channels, as an implicit GEMM with K = 75 ----
+// Weights are vector-major, [Cp/W][75][W], so every weight of a tile sits at a compile-time
+// offset from one pointer (runtime strides here made GCC spill address registers).
+template <int P, int V>
+inline void conv0_tile(const float* in, long S, const float* w, const float* b, float* out,
+                       long os) {
+    vf acc[P][V];
+    for (int v = 0; v < V; ++v) {
+        const vf bv = load(b + v * W);
+        for (int p = 0; p < P; ++p) acc[p][v] = bv;
+    }
+    for (int ky = 0; ky < 5; ++ky) {
+        const float* row = in + ky * S;
+        const float* wk = w + ky * 15 * W;
+        for (int j = 0; j < 15; ++j) {  // j = kx*3 + ci: 15 consecutive floats of the row
+            vf wv[V];
+            for (int v = 0; v < V; ++v) wv[v] = load(wk + v * 75 * W);
+            for (int p = 0; p < P; ++p) {
+                const vf a = splat(row[3 * p]);
+                for (int v = 0; v < V; ++v) acc[p][v] += a * wv[v];
+            }
+            // Opaque step: stops GCC from unrolling j and keeping broadcasts of pixels shared
+            // by neighbouring (p, j) alive across iterations, which spilled the accumulators.
+            row += 1;
+            wk += W;
+            __asm__("" : "+r"(row), "+r"(wk));
+        }
+    }
+    for (int p = 0; p < P; ++p)
+        for (int v = 0; v < V; ++v) store(out + p * os + v * W, relu(acc[p][v]));
+}
+
+template <int V>
+void conv0_block(const float* in, long S, int Wout, const float* w, const float* b, float* out,
+                 long os) {
+    constexpr int P = pix_block<V>();
+    int x = 0;
+    for (; x + P <= Wout; x += P) conv0_tile<P, V>(in + 3 * x, S, w, b, out + x * os, os);
+    for (; x + 4 <= Wout; x += 4) conv0_tile<4, V>(in + 3 * x, S, w, b, out + x * os, os);
+    for (; x < Wout; ++x) conv0_tile<1, V>(in + 3 * x, S, w, b, out + x * os, os);
+}
+
+void conv0_row(const float* in, std::ptrdiff_t S, int Wout, const float* w, const float* b,
+               int Cp, float* out) {
+    for (int c = 0; c < Cp;) {
+        const int V = next_block((Cp - c) / W);
+        const float* wc = w + c * 75;  // vector c/W of the [Cp/W][75][W] layout
+        switch (V) {
+            case 1: conv0_block<1>(in, S, Wout, wc, b + c, out + c, Cp); break;
+            case 2: conv0_block<2>(in, S, Wout, wc, b + c, out + c, Cp); break;
+#if CC_NREG == 32
+            case 3: conv0_block<3>(in, S, Wout, wc, b + c, out + c, Cp); break;
+            case 4: conv0_block<4>(in, S, Wout, wc, b + c, out + c, Cp); break;
+#endif
+        }
+        c += V * W;
+    }
+}
+
+// ---- depthwise 5x5, stride s, channels-last ----
+// One channel vector and one kernel row at a time: the row's 5 weights stay in registers and
+// the output row accumulates in tmp (L1-resident), so every load has a simple address.
+void dw_row(const float* const rows[5], int s, int Wout, const float* dw, int Cp, float* tmp) {
+    const long step = long(s) * Cp;
+    for (int c = 0; c < Cp; c += W) {
+        for (int ky = 0; ky < 5; ++ky) {
+            const float* wk = dw + ky * 5 * Cp + c;
+            const vf w0 = load(wk), w1 = load(wk + Cp), w2 = load(wk + 2 * Cp),
+                     w3 = load(wk + 3 * Cp), w4 = load(wk + 4 * Cp);
+            const float* r = rows[ky] + c;
+            float* t = tmp + c;
+            for (int x = 0; x < Wout; ++x, r += step, t += Cp) {
+                const vf head = ky == 0 ? load(r) * w0 : load(t) + load(r) * w0;
+                const vf tail = load(r + Cp) * w1 + load(r + 2 * Cp) * w2;
+                store(t, (head + tail) + (load(r + 3 * Cp) * w3 + load(r + 4 * Cp) * w4));
+            }
+        }
+    }
+}
+
+// ---- pointwise GEMM + bias + ReLU; B is vector-major, [Np/W][K][W] ----
+template <int V> constexpr int pw_pix_block() { return pix_block<V>() < 8 ? pix_block<V>() : 8; }
+
+template <int P, int V>
+inline void pw_tile(const float* a, int K, long lda, const float* B, const float* b, float* out,
+                    long ldo) {
+    vf acc[P][V];
+    for (int v = 0; v < V; ++v) {
+        const vf bv = load(b + v * W);
+        for (int p = 0; p < P; ++p) acc[p][v] = bv;
+    }
+    const long bstride = long(K) * W;  // distance between consecutive output vectors
+#pragma GCC unroll 2
+    for (int k = 0; k < K; ++k) {
+        vf wv[V];
+        for (int v = 0; v < V; ++v) wv[v] = load(B + v * bstride + k * W);
+        for (int p = 0; p < P; ++p) {
+            const vf x = splat(a[p * lda + k]);
+            for (int v = 0; v < V; ++v) acc[p][v] += x * wv[v];
+        }
+    }
+    for (int p = 0; p < P; ++p)
+        for (int v = 0; v < V; ++v) store(out + p * ldo + v * W, relu(acc[p][v]));
+}
+
+template <int V>
+void pw_block(const float* a, int M, int K, long lda, const float* B, const float* b, float* out,
+              long ldo) {
+    constexpr int P = pw_pix_block<V>();
+    int m = 0;
+    for (; m + P <= M; m += P) pw_tile<P, V>(a + m * lda, K, lda, B, b, out + m * ldo, ldo);
+    for (; m + 4 <= M; m += 4) pw_tile<4, V>(a + m * lda, K, lda, B, b, out + m * ldo, ldo);
+    for (; m < M; ++m) pw_tile<1, V>(a + m * lda, K, lda, B, b, out + m * ldo, ldo);
+}
+
+void pw_row(const float* a, int M, int K, int lda, const float* B, const float* b, int Np,
+            float* out, std::ptrdiff_t ldo) {
+    for (int c = 0; c < Np;) {
+        const int V = next_block((Np - c) / W);
+        const float* Bc = B + long(c) * K;  // vector c/W of the [Np/W][K][W] layout
+        switch (V) {
+            case 1: pw_block<1>(a, M, K, lda, Bc, b + c, out + c, ldo); break;
+            case 2: pw_block<2>(a, M, K, lda, Bc, b + c, out + c, ldo); break;
+#if CC_NREG == 32
+            case 3: pw_block<3>(a, M, K, lda, Bc, b + c, out + c, ldo); break;
+            case 4: pw_block<4>(a, M, K, lda, Bc, b + c, out + c, ldo); break;
+#endif
+        }
+        c += V * W;
+    }
+}
+
+float dot(const float* a, const float* b, std::ptrdiff_t n) {  // n is a multiple of W
+    vf acc[4] = {};
+    std::ptrdiff_t i = 0;
+    for (; i + 4 * W <= n; i += 4 * W)
+        for (int u = 0; u < 4; ++u) acc[u] += load(a + i + u * W) * load(b + i + u * W);
+    for (; i < n; i += W) acc[0] += load(a + i) * load(b + i);
+    const vf s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    float r = 0.0f;
+    for (int l = 0; l < W; ++l) r += s[l];
+    return r;
+}
+
+const KernelTable table = {CC_TABLE_NAME, W, conv0_row, dw_row, pw_row, dot};
+
+}  // namespace
+
+const KernelTable* CC_TABLE_FN() { return &table; }
+
+}  // namespace cc

@@ -1,0 +1,37 @@
+"""compactcortex: compact deep-network models of visual-cortex neurons and a fast C++ engine.
+
+Importing the package, loading a :class:`Plan` and predicting never import torch; the torch
+parts (:class:`CompactModel`, :func:`compile`, the published-model loaders) are imported on
+first use.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+from .engine.plan import Plan
+from .engine.predictor import Predictor, available_isas
+
+# name -> module that defines it; those modules import torch.
+_LAZY = {
+    "CompactModel": "compactcortex.models.compact",
+    "load_published": "compactcortex.models.published",
+    "load_published_session": "compactcortex.models.published",
+    "compile": "compactcortex.engine.compile",
+}
+
+__all__ = ["__version__", "Plan", "Predictor", "available_isas", *_LAZY]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .engine.compile import compile
+    from .models.compact import CompactModel
+    from .models.published import load_published, load_published_session
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'compactcortex' has no attribute {name!r}")

@@ -1,0 +1,5 @@
+"""The compiled inference engine: Plans (folded weights) and Predictors."""
+from .plan import Plan
+from .predictor import Predictor, available_isas
+
+__all__ = ["Plan", "Predictor", "available_isas"]

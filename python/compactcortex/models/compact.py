@@ -1,0 +1,159 @@
+"""The paper's compact model: a 5-layer depthwise-separable CNN with a dense readout."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._atomic import atomic_path
+from ..constants import DATASET_MEAN, IMAGE_SIZE, MAP_SIZE
+
+__all__ = ["CompactModel", "DATASET_MEAN"]
+
+FORMAT = "compactcortex.CompactModel/1"
+# Keras BatchNormalization epsilon, the default for our own models.
+KERAS_BN_EPS = 1e-3
+
+
+class CompactModel(nn.Module):
+    """Per-neuron compact CNN (Cowley et al., Nature 2026), exactly as the published Keras models.
+
+    ========  ===========================================================  ==============
+    layer     operation                                                    output (C,H,W)
+    ========  ===========================================================  ==============
+    0         conv 5x5, 3 -> n0, pad 2, bias; batchnorm; ReLU              n0, 112, 112
+    1         depthwise 5x5 stride 2 (TF 'same': pad 1 before, 2 after);   n1, 56, 56
+              pointwise n0 -> n1 + bias; batchnorm; ReLU
+    2         as layer 1, n1 -> n2                                         n2, 28, 28
+    3, 4      depthwise 5x5 stride 1 pad 2; pointwise; batchnorm; ReLU     n3|n4, 28, 28
+    readout   dense over the map flattened in (H, W, C) order -> 1         scalar
+    ========  ===========================================================  ==============
+
+    Args:
+        nums_filters: filter counts ``(n0, n1, n2, n3, n4)``, each >= 1.
+        bn_eps: batchnorm epsilon per layer (5 values). Keras used 1e-3; the published ``.pt``
+            files already hold ``running_var + 1e-3`` in layers 1-4, so they load with
+            ``(1e-3, 0, 0, 0, 0)``.
+        mean: per-channel pixel mean (R, G, B) that inputs are recentred by (metadata: the
+            forward pass takes already recentred images).
+
+    ``forward(x)`` takes ``x`` of shape (N, 3, 112, 112): float pixels minus ``mean``, and returns
+    the predicted response of shape (N,) (the units of the training targets, e.g. spike counts
+    per 100 ms bin).
+    """
+
+    def __init__(
+        self,
+        nums_filters: Sequence[int] = (100, 100, 100, 100, 100),
+        bn_eps: float | Sequence[float] = KERAS_BN_EPS,
+        mean: Sequence[float] = DATASET_MEAN,
+    ) -> None:
+        super().__init__()
+        n = tuple(int(v) for v in nums_filters)
+        if len(n) != 5 or min(n) < 1:
+            raise ValueError(f"nums_filters must be 5 integers >= 1, got {tuple(nums_filters)}")
+        eps = (float(bn_eps),) * 5 if np.isscalar(bn_eps) else tuple(float(e) for e in bn_eps)
+        if len(eps) != 5 or min(eps) < 0:
+            raise ValueError(f"bn_eps must be one or 5 values >= 0, got {bn_eps}")
+        self.nums_filters = n
+        self.bn_eps = eps
+        self.mean = tuple(float(m) for m in mean)
+        self.provenance: dict = {}
+
+        self.layer0_conv = nn.Conv2d(3, n[0], 5, padding=2)
+        self.layer0_bn = nn.BatchNorm2d(n[0], eps=eps[0])
+        for i in range(1, 5):
+            stride = 2 if i <= 2 else 1
+            setattr(self, f"layer{i}_conv_depth",
+                    nn.Conv2d(n[i - 1], n[i - 1], 5, stride=stride, groups=n[i - 1], bias=False))
+            setattr(self, f"layer{i}_conv_point", nn.Conv2d(n[i - 1], n[i], 1))
+            setattr(self, f"layer{i}_bn", nn.BatchNorm2d(n[i], eps=eps[i]))
+        self.readout = nn.Linear(MAP_SIZE * MAP_SIZE * n[4], 1)
+
+    def features(self, x: torch.Tensor, upto: int = 4) -> torch.Tensor:
+        """Activations after layer ``upto`` (0-4), shape (N, n_upto, H, W)."""
+        x = F.relu(self.layer0_bn(self.layer0_conv(x)))
+        for i in range(1, upto + 1):
+            # TF 'same' padding: stride 2 on an even size pads 1 before and 2 after.
+            x = F.pad(x, (1, 2, 1, 2) if i <= 2 else (2, 2, 2, 2))
+            x = getattr(self, f"layer{i}_conv_depth")(x)
+            x = F.relu(getattr(self, f"layer{i}_bn")(getattr(self, f"layer{i}_conv_point")(x)))
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or tuple(x.shape[1:]) != (3, IMAGE_SIZE, IMAGE_SIZE):
+            raise ValueError(f"expected input of shape (N, 3, {IMAGE_SIZE}, {IMAGE_SIZE}), got {tuple(x.shape)}")
+        x = self.features(x)
+        # Flatten in (H, W, C) order, as the Keras Flatten on channels-last maps did.
+        return self.readout(x.permute(0, 2, 3, 1).flatten(1)).squeeze(1)
+
+    def num_parameters(self) -> int:
+        """Number of trainable parameters (weights, biases, batchnorm scale and shift)."""
+        return sum(p.numel() for p in self.parameters())
+
+    # --- own file format: safetensors tensors + JSON metadata, written atomically ---
+
+    def save(self, path: str | Path) -> None:
+        """Save to ``path`` (safetensors; metadata: filter counts, epsilons, mean, provenance)."""
+        from safetensors.torch import save_file
+
+        meta = {
+            "format": FORMAT,
+            "nums_filters": json.dumps(list(self.nums_filters)),
+            "bn_eps": json.dumps(list(self.bn_eps)),
+            "mean": json.dumps(list(self.mean)),
+            "provenance": json.dumps(self.provenance),
+        }
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
+
+    @classmethod
+    def load(cls, path: str | Path, dtype: torch.dtype | None = None) -> "CompactModel":
+        """Load a model written by :meth:`save`. Raises ValueError naming the file and key."""
+        from safetensors import safe_open
+
+        from ..engine.plan import read_safetensors_meta
+
+        meta = read_safetensors_meta(path, FORMAT)
+        try:
+            n = json.loads(meta["nums_filters"])
+            eps = json.loads(meta["bn_eps"])
+            mean = json.loads(meta["mean"])
+            prov = json.loads(meta.get("provenance", "{}"))
+        except (KeyError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: corrupt metadata ({e})") from None
+        model = cls(n, bn_eps=eps, mean=mean)
+        model.provenance = prov
+        with safe_open(str(path), framework="pt") as f:
+            state = {k: f.get_tensor(k) for k in f.keys()}
+        load_state_checked(model, state, str(path))
+        if dtype is not None:
+            model.to(dtype)
+        return model.eval()
+
+
+def load_state_checked(model: CompactModel, state: dict, source: str) -> None:
+    """``load_state_dict`` with errors that name the file and the key."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    if missing:
+        raise ValueError(f"{source}: missing key {missing[0]!r} (and {len(missing) - 1} more)" if len(missing) > 1
+                         else f"{source}: missing key {missing[0]!r}")
+    extra = [k for k in state if k not in expected]
+    if extra:
+        raise ValueError(f"{source}: unexpected key {extra[0]!r}")
+    for k, v in expected.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise ValueError(f"{source}: key {k!r} has shape {tuple(state[k].shape)}, expected "
+                             f"{tuple(v.shape)} for filters {model.nums_filters}")
+        if state[k].is_floating_point() and not torch.isfinite(state[k]).all():
+            raise ValueError(f"{source}: key {k!r} holds NaN or infinity")
+    dtype = state["layer0_conv.weight"].dtype
+    model.to(dtype)
+    model.load_state_dict(state)
