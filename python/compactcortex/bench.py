@@ -1,0 +1,86 @@
+"""A quick, interleaved engine-vs-PyTorch timing used by ``compactcortex bench``.
+
+The full comparison against torch.compile, ONNX Runtime and OpenVINO is
+``benchmarks/bench_inference.py``; this one needs only torch.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+from .engine.plan import Plan
+from .engine.predictor import Predictor
+
+__all__ = ["random_published_like_model", "compare_with_torch"]
+
+#: Filter counts of published model 190923 neuron 0 (~59M multiply-adds per image).
+PUBLISHED_FILTERS = (48, 60, 3, 3, 3)
+
+
+def random_published_like_model(nums_filters=PUBLISHED_FILTERS, seed: int = 0):
+    """A CompactModel with random weights and batchnorm statistics that keep activations O(1)."""
+    import torch
+
+    from .models.compact import CompactModel
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():  # deterministic weights without touching the global RNG
+        torch.manual_seed(seed)
+        model = CompactModel(nums_filters)
+    with torch.no_grad():
+        for name, buf in model.named_buffers():
+            if name.endswith("running_mean"):
+                buf.copy_(torch.randn(buf.shape, generator=g) * 0.1)
+            elif name.endswith("running_var"):
+                buf.copy_(torch.rand(buf.shape, generator=g) + 0.5)
+        model.layer0_conv.weight.mul_(1 / 60)  # inputs are pixels (std ~60), not unit-scale
+    return model.eval()
+
+
+def _median_seconds(fn: Callable[[], object], calls: int) -> float:
+    t = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - t) / calls
+
+
+def compare_with_torch(model, plan: Plan, threads: int, batch: int, rounds: int, seed: int = 0,
+                       progress: bool = True) -> dict:
+    """Time the engine and PyTorch eager float32 on the same random images, interleaved.
+
+    Returns a dict with median milliseconds per image for each, the speed-up
+    (torch time / engine time), and the engine's max error relative to the output scale.
+    """
+    import torch
+    from tqdm import tqdm
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 60, (batch, 112, 112, 3)).astype(np.float32)
+    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    pred = Predictor(plan, threads=threads)
+    out = np.empty(batch, np.float32)
+    torch.set_num_threads(threads)
+    model = model.float().eval()
+
+    def run_torch():
+        with torch.inference_mode():
+            return model(xt)
+
+    ref = run_torch().numpy()
+    pred.predict(x, out=out)
+    err = float(np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-12))
+    calls = max(1, 16 // batch)
+    samples = {"engine": [], "torch_eager": []}
+    for _ in tqdm(range(rounds), desc=f"threads={threads} batch={batch}", disable=not progress, leave=False):
+        samples["engine"].append(_median_seconds(lambda: pred.predict(x, out=out), calls))
+        samples["torch_eager"].append(_median_seconds(run_torch, calls))
+    ms = {k: float(np.median(v)) / batch * 1e3 for k, v in samples.items()}
+    return {
+        "threads": threads, "batch": batch, "isa": pred.isa,
+        "ms_per_image": ms,
+        "speedup_vs_torch_eager": ms["torch_eager"] / ms["engine"],
+        "max_rel_error_vs_torch": err,
+        "samples_s": samples,
+    }

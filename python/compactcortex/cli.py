@@ -1,0 +1,116 @@
+"""The ``compactcortex`` command."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["main"]
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from ._atomic import atomic_path
+    from .data.image_files import read_images
+    from .engine.predictor import Predictor
+    from .model_files import load_plan
+
+    plan = load_plan(args.model)
+    images = read_images(args.images)
+    pred = Predictor(plan, threads=args.threads)
+    out = pred.predict(images)
+    with atomic_path(args.out) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, out)
+    print(f"{len(out)} predictions (float32, model output units) -> {args.out}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from . import __version__
+    from ._atomic import atomic_path
+    from .bench import PUBLISHED_FILTERS, compare_with_torch, random_published_like_model
+    from .engine.compile import compile
+
+    if args.model:
+        from .model_files import load_plan
+        from .models.published import load_published
+
+        if Path(args.model).suffix != ".pt":
+            raise SystemExit("bench --model takes an authors' .pt file (the torch side needs the module)")
+        model = load_published(args.model)
+        plan = load_plan(args.model)
+        name = args.model
+    else:
+        model = random_published_like_model(PUBLISHED_FILTERS)
+        plan = compile(model)
+        name = f"random model with the published filter counts {PUBLISHED_FILTERS}"
+    print(f"model: {name}\nfilters {plan.nums_filters}, {plan.num_parameters():,} weights, "
+          f"{plan.macs_per_image() / 1e6:.1f}M multiply-adds per image")
+    results = []
+    print(f"{'threads':>7} {'batch':>5} {'engine ms/img':>14} {'torch ms/img':>13} {'speed-up':>9} {'max rel err':>12}")
+    for threads in args.threads:
+        for batch in args.batch:
+            r = compare_with_torch(model, plan, threads, batch, args.rounds)
+            results.append(r)
+            print(f"{threads:>7} {batch:>5} {r['ms_per_image']['engine']:>14.3f} "
+                  f"{r['ms_per_image']['torch_eager']:>13.3f} {r['speedup_vs_torch_eager']:>8.2f}x "
+                  f"{r['max_rel_error_vs_torch']:>12.1e}")
+    print(f"engine kernels: {results[0]['isa']}; speed-up = PyTorch eager time / engine time, medians of "
+          f"{args.rounds} interleaved rounds")
+    if args.json:
+        with atomic_path(args.json) as tmp:
+            tmp.write_text(json.dumps({"version": __version__, "model": name,
+                                       "nums_filters": plan.nums_filters, "results": results}, indent=1))
+        print(f"results -> {args.json}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="compactcortex", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    pr = sub.add_parser(
+        "predict", help="predict one model's responses to images",
+        description="Predict a compact model's response to each image with the C++ engine. "
+                    "Images are 112x112 RGB; uint8 pixels are recentred by the dataset mean, float "
+                    "arrays in a .npy are taken as already recentred. Output: a float32 .npy of "
+                    "shape (N,) in the model's output units (the published models: spike counts "
+                    "per 100 ms bin, up to an affine map).")
+    pr.add_argument("--model", required=True, help="a Plan or CompactModel (.safetensors) or an authors' .pt file")
+    pr.add_argument("--images", required=True,
+                    help="a .npy of (N,112,112,3) or (N,3,112,112), a .zip of images, or a folder of images "
+                         "(taken in sorted name order)")
+    pr.add_argument("--out", required=True, help="output .npy, float32, shape (N,)")
+    pr.add_argument("--threads", type=int, default=None, help="worker threads (default: all CPUs available)")
+    pr.set_defaults(fn=_cmd_predict)
+
+    be = sub.add_parser(
+        "bench", help="time the engine against PyTorch eager",
+        description="Time the C++ engine against PyTorch eager float32 on random recentred images, "
+                    "interleaved; prints median milliseconds per image and the speed-up (PyTorch time "
+                    "/ engine time). Without --model, uses a random model with the published filter "
+                    "counts (48, 60, 3, 3, 3). For ONNX Runtime, OpenVINO and torch.compile, run "
+                    "benchmarks/bench_inference.py.")
+    be.add_argument("--model", help="an authors' .pt file (default: random published-size model)")
+    be.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts (default: 1 2)")
+    be.add_argument("--batch", type=int, nargs="+", default=[1, 64], help="batch sizes (default: 1 64)")
+    be.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds (default: 15)")
+    be.add_argument("--json", help="also write the results to this JSON file")
+    be.set_defaults(fn=_cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except ValueError as e:
+        print(f"compactcortex {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""The command line: predict on .npy, folders and zips; bench; --help."""
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import compactcortex as cc
+from compactcortex.cli import main
+from conftest import random_model
+
+
+@pytest.fixture
+def plan_file(tmp_path):
+    path = tmp_path / "m.plan"
+    cc.compile(random_model((4, 3, 3, 3, 2), seed=7)).save(path)
+    return path
+
+
+def test_predict_npy_dir_zip_agree(tmp_path, plan_file):
+    raw = np.random.default_rng(0).integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", raw)
+    (tmp_path / "imgs").mkdir()
+    with zipfile.ZipFile(tmp_path / "x.zip", "w") as zf:
+        for i, im in enumerate(raw):
+            Image.fromarray(im).save(tmp_path / "imgs" / f"image{i + 1:04d}.png")
+            zf.write(tmp_path / "imgs" / f"image{i + 1:04d}.png", f"sub/image{i + 1:04d}.png")
+    expect = cc.Predictor(plan_file).predict(raw)
+    for src in ("x.npy", "imgs", "x.zip"):
+        out = tmp_path / f"out_{src}.npy"
+        assert main(["predict", "--model", str(plan_file), "--images", str(tmp_path / src), "--out", str(out)]) == 0
+        np.testing.assert_array_equal(np.load(out), expect)
+
+
+def test_predict_errors(tmp_path, plan_file, capsys):
+    assert main(["predict", "--model", str(plan_file), "--images", str(tmp_path / "none"), "--out", str(tmp_path / "o.npy")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    (tmp_path / "bad.zip").write_bytes(b"PK\x03\x04 truncated")
+    assert main(["predict", "--model", str(plan_file), "--images", str(tmp_path / "bad.zip"), "--out", str(tmp_path / "o.npy")]) == 2
+    assert "corrupt or truncated zip" in capsys.readouterr().err
+    Image.new("RGB", (64, 64)).save(tmp_path / "small.png")
+    (tmp_path / "d").mkdir()
+    Image.new("RGB", (64, 64)).save(tmp_path / "d" / "small.png")
+    assert main(["predict", "--model", str(plan_file), "--images", str(tmp_path / "d"), "--out", str(tmp_path / "o.npy")]) == 2
+    assert "expected 112x112" in capsys.readouterr().err
+    assert not (tmp_path / "o.npy").exists()
+
+
+def test_published_model_file(v4, tmp_path):
+    out = tmp_path / "o.npy"
+    g = np.load(v4 / "golden" / "golden_190923.npz")
+    np.save(tmp_path / "x.npy", g["images_uint8"][:4])
+    pt = v4 / "compact_models" / "torch" / "compact_model_190923_neuron5.pt"
+    assert main(["predict", "--model", str(pt), "--images", str(tmp_path / "x.npy"), "--out", str(out)]) == 0
+    np.testing.assert_allclose(np.load(out), g["outputs"][5, :4], atol=1e-4 * np.abs(g["outputs"][5]).max())
+
+
+def test_bench_runs(tmp_path):
+    out = tmp_path / "b.json"
+    assert main(["bench", "--threads", "1", "--batch", "2", "--rounds", "1", "--json", str(out)]) == 0
+    import json
+
+    r = json.loads(out.read_text())["results"][0]
+    assert r["max_rel_error_vs_torch"] < 1e-4 and r["ms_per_image"]["engine"] > 0
+
+
+@pytest.mark.parametrize("cmd", [[], ["predict"], ["bench"]])
+def test_help(cmd):
+    r = subprocess.run([sys.executable, "-m", "compactcortex.cli", *cmd, "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "usage" in r.stdout

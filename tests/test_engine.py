@@ -1,0 +1,104 @@
+"""The engine against the float64 PyTorch reference on random models."""
+import threading
+
+import numpy as np
+import pytest
+
+import compactcortex as cc
+from conftest import random_model, recentred, rel_err, torch_reference
+
+FILTER_CHOICES = [1, 2, 3, 7, 16, 48, 100]
+
+
+def drawn_filters(seed):
+    rng = np.random.default_rng(seed)
+    return tuple(int(v) for v in rng.choice(FILTER_CHOICES, size=5))
+
+
+# Filter counts drawn from FILTER_CHOICES, plus the corner cases all-1 and all-100.
+CASES = [drawn_filters(s) for s in range(6)] + [(1, 1, 1, 1, 1), (100, 100, 100, 100, 100)]
+
+
+@pytest.mark.parametrize("filters", CASES, ids=str)
+@pytest.mark.parametrize("batch", [1, 7, 64])
+def test_engine_matches_float64_reference(filters, batch):
+    model = random_model(filters, seed=sum(filters) + batch)
+    x = recentred(batch, seed=batch)
+    ref = torch_reference(model, x)
+    assert np.abs(ref).max() > 0, "degenerate test model"
+    for threads in (1, 2):
+        got = cc.Predictor(model, threads=threads).predict(x)
+        assert got.shape == (batch,) and got.dtype == np.float32
+        assert rel_err(got, ref) <= 1e-4, (filters, batch, threads)
+
+
+@pytest.mark.parametrize("isa", cc.available_isas())
+def test_every_isa_agrees(isa):
+    model = random_model((16, 7, 3, 2, 1), seed=3)
+    x = recentred(3, seed=1)
+    ref = torch_reference(model, x)
+    assert rel_err(cc.Predictor(model, threads=1, isa=isa).predict(x), ref) <= 1e-4
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 5])
+@pytest.mark.parametrize("batch", [1, 2, 3, 7])
+def test_thread_splits_agree(threads, batch):
+    """Whole-image and row-band splitting give the same numbers."""
+    model = random_model((7, 16, 3, 3, 2), seed=5)
+    x = recentred(batch, seed=2)
+    ref = torch_reference(model, x)
+    assert rel_err(cc.Predictor(model, threads=threads).predict(x), ref) <= 1e-4
+
+
+def test_concurrent_callers():
+    model = random_model((7, 7, 3, 3, 3), seed=1)
+    pred = cc.Predictor(model, threads=2)
+    xs = [recentred(3, seed=s) for s in range(4)]
+    expect = [pred.predict(x) for x in xs]
+    errors = []
+
+    def worker(i):
+        for _ in range(5):
+            if not np.array_equal(pred.predict(xs[i]), expect[i]):
+                errors.append(i)
+
+    ts = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors
+
+
+def test_float64_model_and_plan_metadata():
+    model = random_model((3, 3, 3, 3, 3), seed=2)
+    model64 = random_model((3, 3, 3, 3, 3), seed=2, dtype=__import__("torch").float64)
+    x = recentred(2)
+    assert rel_err(cc.Predictor(model64).predict(x), torch_reference(model, x)) <= 1e-4
+    plan = cc.compile(model)
+    assert plan.nums_filters == (3, 3, 3, 3, 3)
+    assert plan.macs_per_image() > 112 * 112 * 75 * 3
+    assert model.num_parameters() == sum(p.numel() for p in model.parameters())
+
+
+def test_dead_channels_are_dropped():
+    import torch
+
+    model = random_model((8, 6, 5, 4, 3), seed=4)
+    with torch.no_grad():  # prune filter 2 of layer 0 and filter 1 of layer 3 the way pruning does
+        model.layer0_conv.weight[2] = 0
+        model.layer0_conv.bias[2] = 0
+        model.layer0_bn.weight[2] = 0
+        model.layer0_bn.bias[2] = 0
+        model.layer3_conv_point.weight[1] = 0
+        model.layer3_conv_point.bias[1] = 0
+        model.layer3_bn.weight[1] = 0
+        model.layer3_bn.bias[1] = 0
+    plan = cc.compile(model)
+    assert plan.nums_filters == (7, 6, 5, 3, 3)
+    full = cc.compile(model, drop_dead_channels=False)
+    assert full.nums_filters == (8, 6, 5, 4, 3)
+    x = recentred(3)
+    ref = torch_reference(model, x)
+    assert rel_err(cc.Predictor(plan).predict(x), ref) <= 1e-4
+    assert rel_err(cc.Predictor(full).predict(x), ref) <= 1e-4
