@@ -63,7 +63,7 @@ class PyEngine {
 public:
     PyEngine(std::array<int, 5> n, FloatIn w0, FloatIn b0, std::vector<FloatIn> dw,
              std::vector<FloatIn> pw, std::vector<FloatIn> pb, FloatIn readout, float readout_bias,
-             std::array<float, 3> mean, int threads, const std::string& isa) {
+             std::array<float, 3> mean, int threads, const std::string& isa, bool winograd) {
         for (int v : n)
             if (v < 1) throw nb::value_error("filter counts must all be >= 1");
         if (dw.size() != 4 || pw.size() != 4 || pb.size() != 4)
@@ -87,7 +87,7 @@ public:
         } catch (const std::invalid_argument& e) {
             throw nb::value_error(e.what());
         }
-        eng_.reset(new cc::Engine(m, k, threads, mean));
+        eng_.reset(new cc::Engine(m, k, threads, mean, winograd));
     }
 
     void predict(AnyIn images, FloatOut out) {
@@ -107,6 +107,7 @@ public:
 
     std::string isa() const { return eng_->isa(); }
     int threads() const { return eng_->threads(); }
+    bool winograd() const { return eng_->winograd(); }
 
 private:
     std::unique_ptr<cc::Engine> eng_;
@@ -129,14 +130,15 @@ NB_MODULE(_engine, m) {
     nb::class_<PyEngine>(m, "Engine")
         .def(nb::init<std::array<int, 5>, FloatIn, FloatIn, std::vector<FloatIn>,
                       std::vector<FloatIn>, std::vector<FloatIn>, FloatIn, float,
-                      std::array<float, 3>, int, const std::string&>(),
+                      std::array<float, 3>, int, const std::string&, bool>(),
              "n"_a, "w0"_a, "b0"_a, "dw"_a, "pw"_a, "pb"_a, "readout"_a, "readout_bias"_a,
-             "mean"_a, "threads"_a, "isa"_a = "auto")
+             "mean"_a, "threads"_a, "isa"_a = "auto", "winograd"_a = true)
         .def("predict", &PyEngine::predict, "images"_a, "out"_a,
              "Predict into out (float32, shape (N,)). images: (N,112,112,3) or (N,3,112,112); "
              "float32/float64 recentred pixels or uint8 raw pixels.")
         .def_prop_ro("isa", &PyEngine::isa)
-        .def_prop_ro("threads", &PyEngine::threads);
+        .def_prop_ro("threads", &PyEngine::threads)
+        .def_prop_ro("winograd", &PyEngine::winograd);
 
     m.def("available_isas", &cc::available_isas,
           "Kernel variants this CPU and build can run (the first is what 'auto' picks, except "
@@ -149,6 +151,14 @@ NB_MODULE(_engine, m) {
               table(isa)->conv0_row(in.data(), S, Wout, w.data(), b.data(), Cp, out.data());
           },
           "isa"_a, "inp"_a, "S"_a, "Wout"_a, "w"_a, "b"_a, "Cp"_a, "out"_a);
+    m.def("_kernel_wino0_band",
+          [](const std::string& isa, FloatIn in, int64_t S, int Wout, FloatIn V, FloatIn b, int Cp,
+             FloatOut out, FloatOut scratch) {
+              float* rows[4];
+              for (int p = 0; p < 4; ++p) rows[p] = out.data() + size_t(p) * Wout * Cp;
+              table(isa)->wino0_band(in.data(), S, Wout, V.data(), b.data(), Cp, rows, scratch.data());
+          },
+          "isa"_a, "inp"_a, "S"_a, "Wout"_a, "V"_a, "b"_a, "Cp"_a, "out"_a, "scratch"_a);
     m.def("_kernel_dw_row",
           [](const std::string& isa, FloatIn rows, int64_t row_stride, int s, int Wout, FloatIn dw,
              int Cp, FloatOut tmp) {

@@ -27,17 +27,21 @@ def test_engine_matches_float64_reference(filters, batch):
     ref = torch_reference(model, x)
     assert np.abs(ref).max() > 0, "degenerate test model"
     for threads in (1, 2):
-        got = cc.Predictor(model, threads=threads).predict(x)
-        assert got.shape == (batch,) and got.dtype == np.float32
-        assert rel_err(got, ref) <= 1e-4, (filters, batch, threads)
+        for layer0 in ("winograd", "direct"):
+            got = cc.Predictor(model, threads=threads, layer0=layer0).predict(x)
+            assert got.shape == (batch,) and got.dtype == np.float32
+            assert rel_err(got, ref) <= 1e-4, (filters, batch, threads, layer0)
 
 
 @pytest.mark.parametrize("isa", cc.available_isas())
-def test_every_isa_agrees(isa):
+@pytest.mark.parametrize("layer0", ["winograd", "direct"])
+def test_every_isa_agrees(isa, layer0):
     model = random_model((16, 7, 3, 2, 1), seed=3)
     x = recentred(3, seed=1)
     ref = torch_reference(model, x)
-    assert rel_err(cc.Predictor(model, threads=1, isa=isa).predict(x), ref) <= 1e-4
+    pred = cc.Predictor(model, threads=1, isa=isa, layer0=layer0)
+    assert pred.isa == isa and pred.layer0 == layer0
+    assert rel_err(pred.predict(x), ref) <= 1e-4
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3, 5])
@@ -47,7 +51,8 @@ def test_thread_splits_agree(threads, batch):
     model = random_model((7, 16, 3, 3, 2), seed=5)
     x = recentred(batch, seed=2)
     ref = torch_reference(model, x)
-    assert rel_err(cc.Predictor(model, threads=threads).predict(x), ref) <= 1e-4
+    for layer0 in ("winograd", "direct"):
+        assert rel_err(cc.Predictor(model, threads=threads, layer0=layer0).predict(x), ref) <= 1e-4
 
 
 def test_concurrent_callers():

@@ -89,3 +89,45 @@ def test_pw_row(isa, k, n, m):
     np.testing.assert_allclose(got[:, :n], ref, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(ref, np.maximum(a[:, :k] @ B.T + b, 0), rtol=1e-4, atol=1e-4)
     assert np.all(got[:, n:] == 0)
+
+
+def wino_weights(w, width):
+    """Winograd F(4x4,5x5) weights G w G^T, (C,3,5,5) -> [C/width][8][8][3][width]."""
+    pts = [0, 1, -1, 2, -2, 0.5, -0.5]
+    G = np.zeros((8, 5))
+    for i, x in enumerate(pts):
+        G[i] = [x**k / np.prod([x - y for j, y in enumerate(pts) if j != i]) for k in range(5)]
+    G[7, 4] = 1
+    V = np.einsum("iy,ocyx,jx->oijc", G, w.astype(np.float64), G)
+    C = w.shape[0]
+    Cp = round_up(C, width)
+    Vp = np.zeros((Cp, 8, 8, 3))
+    Vp[:C] = V
+    return np.ascontiguousarray(Vp.reshape(Cp // width, width, 8, 8, 3).transpose(0, 2, 3, 4, 1)).astype(np.float32).ravel(), Cp
+
+
+@pytest.mark.parametrize("isa", [*VECTOR_ISAS, "reference"])
+@pytest.mark.parametrize("channels", [1, 3, 7, 16, 100])
+@pytest.mark.parametrize("wout", [4, 12, 112])
+def test_wino0_band_matches_direct_convolution(isa, channels, wout):
+    """Winograd F(4x4,5x5) rows against the (reference) direct convolution of the same rows."""
+    rng = np.random.default_rng(channels + wout)
+    width = E.vector_width(isa)
+    S = (wout + 4) * 3
+    inp = rng.normal(0, 60, size=8 * S).astype(np.float32)
+    w = rng.normal(0, 0.02, size=(channels, 3, 5, 5)).astype(np.float32)
+    b = rng.normal(size=channels).astype(np.float32)
+    V, Cp = wino_weights(w, width)
+    bp = np.zeros(Cp, np.float32)
+    bp[:channels] = b
+    out = np.full((4, wout, Cp), np.nan, np.float32)
+    scratch = np.zeros((wout + 4) * 3 * 8 + wout // 4 * 3 * 64 + 32 * width, np.float32)
+    E._kernel_wino0_band(isa, inp, S, wout, V, bp, Cp, out.ravel(), scratch)
+    wd = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(channels, 75))  # [c][ky][kx][ci]
+    for p in range(4):
+        ref = np.zeros(wout * channels, np.float32)
+        E._kernel_conv0_row("reference", inp[p * S:], S, wout, wd.ravel(), b, channels, ref)
+        ref = ref.reshape(wout, channels)
+        scale = max(np.abs(ref).max(), 1e-6)
+        assert np.abs(out[p, :, :channels] - ref).max() <= 1e-5 * scale, (p, isa)
+        assert np.all(out[p, :, channels:] == 0)

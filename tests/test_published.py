@@ -25,8 +25,10 @@ def test_golden_outputs_all_33_neurons(v4):
             with torch.no_grad():
                 torch_out = model(x[::8]).numpy()
             assert np.abs(torch_out - outputs[k, ::8]).max() <= 1e-4 * scale, f"torch model, neuron {k}"
-        engine_out = cc.Predictor(model, threads=2).predict(images)  # uint8: recentred inside
-        assert np.abs(engine_out - outputs[k]).max() <= 1e-4 * scale, f"engine, neuron {k}"
+        plan = cc.compile(model)
+        for layer0 in ("winograd", "direct"):
+            engine_out = cc.Predictor(plan, threads=2, layer0=layer0).predict(images)  # uint8: recentred inside
+            assert np.abs(engine_out - outputs[k]).max() <= 1e-4 * scale, f"engine ({layer0}), neuron {k}"
 
 
 def test_published_filters_match_nums_filters_files(v4):

@@ -41,10 +41,11 @@ bool finite(float v) { return std::isfinite(v); }
 }  // namespace
 
 struct Engine::Workspace {
-    Buffer in, ring, zero_row, l1, l2, l3, l4, tmp;
+    Buffer in, wino, ring, zero_row, l1, l2, l3, l4, tmp;
     bool bad = false;
-    Workspace(const std::array<int, 5>& np)
+    Workspace(const std::array<int, 5>& np, int width)
         : in(size_t(kInPadW) * kInStride),
+          wino(size_t(wino0_scratch_floats(kImg, width))),
           ring(size_t(kRingRows) * kL0PadW * np[0]),
           zero_row(size_t(kL0PadW) * np[0]),
           l1(size_t(kL1PadW) * kL1PadW * np[1]),
@@ -98,8 +99,35 @@ std::vector<std::string> available_isas() {
     return out;
 }
 
-Engine::Engine(const ModelWeights& m, const KernelTable* k, int threads, std::array<float, 3> mean)
-    : k_(k), n_(m.n), mean_(mean), readout_bias_(m.readout_bias), pool_(threads < 1 ? 1 : threads) {
+// Winograd F(4x4,5x5) weight transform G w G^T, in double, packed as [Cp/W][i][j][ci][W].
+static std::vector<float> wino_pack(const std::vector<float>& w0, int n0, int Cp, int W) {
+    const double pts[7] = {0, 1, -1, 2, -2, 0.5, -0.5};
+    double G[8][5] = {};
+    for (int i = 0; i < 7; ++i) {
+        double norm = 1;
+        for (int j = 0; j < 7; ++j)
+            if (j != i) norm *= pts[i] - pts[j];
+        for (int k = 0; k < 5; ++k) G[i][k] = std::pow(pts[i], k) / norm;
+    }
+    G[7][4] = 1;  // the point at infinity
+    std::vector<float> V(size_t(64) * 3 * Cp, 0.0f);
+    for (int c = 0; c < n0; ++c)
+        for (int ci = 0; ci < 3; ++ci)
+            for (int i = 0; i < 8; ++i)
+                for (int j = 0; j < 8; ++j) {
+                    double acc = 0;
+                    for (int ky = 0; ky < 5; ++ky)
+                        for (int kx = 0; kx < 5; ++kx)
+                            acc += G[i][ky] * w0[((c * 3 + ci) * 5 + ky) * 5 + kx] * G[j][kx];
+                    V[((size_t(c / W) * 64 + i * 8 + j) * 3 + ci) * W + c % W] = float(acc);
+                }
+    return V;
+}
+
+Engine::Engine(const ModelWeights& m, const KernelTable* k, int threads, std::array<float, 3> mean,
+               bool winograd)
+    : k_(k), n_(m.n), mean_(mean), winograd_(winograd), readout_bias_(m.readout_bias),
+      pool_(threads < 1 ? 1 : threads) {
     for (int i = 0; i < 5; ++i) np_[i] = round_up(n_[i], k_->width);
     // Index of (channel c, reduction index k) in a vector-major [Cp/W][K][W] weight array.
     const int W = k_->width;
@@ -108,6 +136,7 @@ Engine::Engine(const ModelWeights& m, const KernelTable* k, int threads, std::ar
     // Layer 0: (n0,3,5,5) -> [ky][kx*3+ci][C0p].
     w0_.assign(size_t(75) * np_[0], 0.0f);
     b0_.assign(np_[0], 0.0f);
+    if (winograd_) wino_v_ = wino_pack(m.w0, n_[0], np_[0], W);
     for (int c = 0; c < n_[0]; ++c) {
         b0_[c] = m.b0[c];
         for (int ci = 0; ci < 3; ++ci)
@@ -133,7 +162,7 @@ Engine::Engine(const ModelWeights& m, const KernelTable* k, int threads, std::ar
     for (int p = 0; p < kL2 * kL2; ++p)
         for (int c = 0; c < n_[4]; ++c) readout_[p * np_[4] + c] = m.readout[p * n_[4] + c];
 
-    for (int t = 0; t < pool_.size(); ++t) ws_.emplace_back(new Workspace(np_));
+    for (int t = 0; t < pool_.size(); ++t) ws_.emplace_back(new Workspace(np_, W));
 }
 
 Engine::~Engine() = default;
@@ -187,26 +216,44 @@ void Engine::fill_input(Workspace& ws, const ImageBatch& b, int64_t i, int y0, i
     ws.bad |= bad;
 }
 
+std::array<int, 2> Engine::l0_rows(int r0, int r1) const {
+    // Output row r of layer 1 reads layer-0 rows 2r-1 .. 2r+3 ('same' padding: 1 before, 2
+    // after); the Winograd path produces aligned bands of 4 rows.
+    int first = std::max(0, 2 * r0 - 1), last = std::min(kImg - 1, 2 * r1 + 1);
+    if (winograd_) {
+        first = first / 4 * 4;
+        last = last / 4 * 4 + 3;
+    }
+    return {first, last};
+}
+
 // Layer-1 output rows [r0, r1) into l1 (padded for layer 2), producing the layer-0 rows they
-// need into this workspace's ring buffer on the fly. Needs image rows [2*r0-3, 2*r1+4) filled.
+// need into this workspace's ring buffer on the fly. Needs the image rows that l0_rows(r0, r1)
+// read (2 more on each side) filled in.
 void Engine::layers01(Workspace& ws, int r0, int r1, float* l1) const {
     const int c0 = np_[0], c1 = np_[1];
     const size_t ring_row = size_t(kL0PadW) * c0;
-    int have = 2 * r0 - 2;  // last layer-0 row produced
+    auto slot = [&](int y) { return ws.ring.p + size_t(y % kRingRows) * ring_row; };
+    int have = l0_rows(r0, r1)[0] - 1;  // last layer-0 row produced
     const float* rows[5];
     for (int r = r0; r < r1; ++r) {
-        // Output row r reads layer-0 rows 2r-1 .. 2r+3 ('same' padding: 1 before, 2 after).
-        for (int y = have + 1; y <= 2 * r + 3; ++y) {
-            if (y < 0 || y >= kImg) continue;
-            float* dst = ws.ring.p + size_t((y + kRingRows) % kRingRows) * ring_row;
-            k_->conv0_row(ws.in.p + y * kInStride, kInStride, kImg, w0_.data(), b0_.data(), c0,
-                          dst + c0);
+        // The ring holds 8 rows: the 5 that row r reads and at most 3 more of the newest band.
+        while (have < std::min(kImg - 1, 2 * r + 3)) {
+            const int y = have + 1;
+            if (winograd_) {
+                float* out[4] = {slot(y) + c0, slot(y + 1) + c0, slot(y + 2) + c0, slot(y + 3) + c0};
+                k_->wino0_band(ws.in.p + y * kInStride, kInStride, kImg, wino_v_.data(),
+                               b0_.data(), c0, out, ws.wino.p);
+                have = y + 3;
+            } else {
+                k_->conv0_row(ws.in.p + y * kInStride, kInStride, kImg, w0_.data(), b0_.data(),
+                              c0, slot(y) + c0);
+                have = y;
+            }
         }
-        have = 2 * r + 3;
         for (int ky = 0; ky < 5; ++ky) {
             const int y = 2 * r - 1 + ky;
-            rows[ky] = (y < 0 || y >= kImg) ? ws.zero_row.p
-                                            : ws.ring.p + size_t(y % kRingRows) * ring_row;
+            rows[ky] = (y < 0 || y >= kImg) ? ws.zero_row.p : slot(y);
         }
         k_->dw_row(rows, 2, kL1, dw_[0].data(), c0, ws.tmp.p);
         k_->pw_row(ws.tmp.p, kL1, n_[0], c0, pw_[0].data(), pb_[0].data(), c1,
@@ -271,8 +318,9 @@ int64_t Engine::predict(const ImageBatch& b, float* out) {
         pool_.run(T, [&](int t) {
             Workspace& ws = *ws_[t];
             const int r0 = kL1 * t / T, r1 = kL1 * (t + 1) / T;
-            const int y0 = std::max(0, 2 * r0 - 3), y1 = std::min(kImg, 2 * r1 + 4);
-            fill_input(ws, b, i, y0, y1);
+            if (r0 == r1) return;
+            const auto rows = l0_rows(r0, r1);
+            fill_input(ws, b, i, std::max(0, rows[0] - 2), std::min(kImg, rows[1] + 3));
             layers01(ws, r0, r1, ws_[0]->l1.p);
         });
         out[i] = layers234(*ws_[0]);

@@ -43,7 +43,9 @@ std::vector<std::string> available_isas();
 
 class Engine {
 public:
-    Engine(const ModelWeights& m, const KernelTable* k, int threads, std::array<float, 3> mean);
+    // winograd: layer 0 by Winograd F(4x4,5x5) (default) instead of the direct convolution.
+    Engine(const ModelWeights& m, const KernelTable* k, int threads, std::array<float, 3> mean,
+           bool winograd = true);
     ~Engine();
 
     // Writes one prediction per image to out[0..count). Returns -1, or the index of the first
@@ -51,18 +53,22 @@ public:
     int64_t predict(const ImageBatch& images, float* out);
 
     const char* isa() const { return k_->name; }
+    bool winograd() const { return winograd_; }
     int threads() const { return pool_.size(); }
 
 private:
     struct Workspace;
     void fill_input(Workspace& ws, const ImageBatch& b, int64_t i, int y0, int y1) const;
+    // Layer-0 rows [first, last] that layer-1 output rows [r0, r1) make this workspace produce.
+    std::array<int, 2> l0_rows(int r0, int r1) const;
     void layers01(Workspace& ws, int r0, int r1, float* l1) const;
     float layers234(Workspace& ws) const;
 
     const KernelTable* k_;
     std::array<int, 5> n_{}, np_{};  // filter counts, and padded to the vector width
     std::array<float, 3> mean_;
-    std::vector<float> w0_, b0_, readout_;
+    bool winograd_;
+    std::vector<float> w0_, wino_v_, b0_, readout_;
     std::array<std::vector<float>, 4> dw_, pw_, pb_;
     float readout_bias_;
     std::vector<std::unique_ptr<Workspace>> ws_;

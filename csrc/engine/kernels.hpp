@@ -20,6 +20,13 @@ struct KernelTable {
     void (*conv0_row)(const float* in, std::ptrdiff_t S, int Wout, const float* w,
                       const float* b, int Cp, float* out);
 
+    // Layer 0 by Winograd F(4x4, 5x5): output rows y..y+3 (out[0..3], each Wout x Cp, Wout a
+    // multiple of 4) from padded input rows y..y+7 (`in`, row stride S). `V` holds the
+    // transformed weights G w G^T as [Cp/width][i][j][ci][width] (i, j < 8, ci < 3); `scratch`
+    // needs wino0_scratch_floats(Wout, width) floats.
+    void (*wino0_band)(const float* in, std::ptrdiff_t S, int Wout, const float* V, const float* b,
+                       int Cp, float* const out[4], float* scratch);
+
     // Depthwise 5x5 with stride s: tmp[x][c] = sum_{ky,kx} rows[ky][(s*x+kx)*Cp + c] * dw[ky*5+kx][c].
     void (*dw_row)(const float* const rows[5], int s, int Wout, const float* dw, int Cp,
                    float* tmp);
@@ -32,6 +39,10 @@ struct KernelTable {
     // sum_i a[i] * b[i]
     float (*dot)(const float* a, const float* b, std::ptrdiff_t n);
 };
+
+inline std::ptrdiff_t wino0_scratch_floats(int Wout, int width) {
+    return std::ptrdiff_t(Wout + 4) * 3 * 8 + std::ptrdiff_t(Wout / 4) * 3 * 64 + 32 * width;
+}
 
 // Variants compiled from kernels_simd.cpp with different vector widths and target flags, plus
 // the plain scalar reference (kernels_reference.cpp). Unavailable variants return nullptr.

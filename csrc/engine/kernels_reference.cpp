@@ -20,6 +20,49 @@ void conv0_row(const float* in, std::ptrdiff_t S, int Wout, const float* w, cons
         }
 }
 
+// F(4x4, 5x5) straight from the matrix definitions, Y = A^T [sum_ci (B^T d B) . V] A, in double
+// (float32 rounding is what the vector kernels are allowed to add).
+const float kBT[8][8] = {
+    {-1, 0, 5.25f, 0, -5.25f, 0, 1, 0},     {0, 1, 1, -4.25f, -4.25f, 1, 1, 0},
+    {0, -1, 1, 4.25f, -4.25f, -1, 1, 0},    {0, 0.5f, 0.25f, -2.5f, -1.25f, 2, 1, 0},
+    {0, -0.5f, 0.25f, 2.5f, -1.25f, -2, 1, 0}, {0, 2, 4, -2.5f, -5, 0.5f, 1, 0},
+    {0, -2, 4, 2.5f, -5, -0.5f, 1, 0},      {0, -1, 0, 5.25f, 0, -5.25f, 0, 1}};
+const float kAT[4][8] = {{1, 1, 1, 1, 1, 1, 1, 0},
+                         {0, 1, -1, 2, -2, 0.5f, -0.5f, 0},
+                         {0, 1, 1, 4, 4, 0.25f, 0.25f, 0},
+                         {0, 1, -1, 8, -8, 0.125f, -0.125f, 1}};
+
+void wino0_band(const float* in, std::ptrdiff_t S, int Wout, const float* V, const float* b,
+                int Cp, float* const out[4], float*) {
+    for (int t = 0; t < Wout / 4; ++t) {
+        double U[3][8][8];
+        for (int ci = 0; ci < 3; ++ci)
+            for (int i = 0; i < 8; ++i)
+                for (int j = 0; j < 8; ++j) {
+                    double acc = 0.0;
+                    for (int r = 0; r < 8; ++r)
+                        for (int c = 0; c < 8; ++c)
+                            acc += double(kBT[i][r]) * in[r * S + (4 * t + c) * 3 + ci] * kBT[j][c];
+                    U[ci][i][j] = acc;
+                }
+        for (int ch = 0; ch < Cp; ++ch) {
+            double M[8][8];
+            for (int i = 0; i < 8; ++i)
+                for (int j = 0; j < 8; ++j) {
+                    M[i][j] = 0.0;
+                    for (int ci = 0; ci < 3; ++ci) M[i][j] += U[ci][i][j] * V[((ch * 8 + i) * 8 + j) * 3 + ci];
+                }
+            for (int p = 0; p < 4; ++p)
+                for (int q = 0; q < 4; ++q) {
+                    double y = b[ch];
+                    for (int i = 0; i < 8; ++i)
+                        for (int j = 0; j < 8; ++j) y += double(kAT[p][i]) * M[i][j] * kAT[q][j];
+                    out[p][(4 * t + q) * Cp + ch] = relu(float(y));
+                }
+        }
+    }
+}
+
 void dw_row(const float* const rows[5], int s, int Wout, const float* dw, int Cp, float* tmp) {
     for (int x = 0; x < Wout; ++x)
         for (int c = 0; c < Cp; ++c) {
@@ -47,7 +90,7 @@ float dot(const float* a, const float* b, std::ptrdiff_t n) {
     return float(acc);
 }
 
-const KernelTable table = {"reference", 1, conv0_row, dw_row, pw_row, dot};
+const KernelTable table = {"reference", 1, conv0_row, wino0_band, dw_row, pw_row, dot};
 
 }  // namespace
 

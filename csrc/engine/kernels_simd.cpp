@@ -99,6 +99,90 @@ void conv0_row(const float* in, std::ptrdiff_t S, int Wout, const float* w, cons
     }
 }
 
+// ---- layer 0 by Winograd F(4x4, 5x5): 8x8 input tiles -> 4x4 output tiles ----
+// Per output pixel and channel: 12 multiply-adds in the transformed domain plus ~11 transform
+// operations, against 75 multiply-adds for the direct convolution. Interpolation points
+// 0, +-1, +-2, +-1/2 and infinity; the weight transform (G) is applied once, in double, when
+// the engine packs the weights (wino_pack in engine.cpp).
+typedef float v8 __attribute__((vector_size(32)));  // the 8 rows of a tile, whatever the ISA
+
+inline v8 load8(const float* p) { v8 v; __builtin_memcpy(&v, p, sizeof v); return v; }
+inline void store8(float* p, v8 v) { __builtin_memcpy(p, &v, sizeof v); }
+
+// u = B^T d for one 8-vector of the input tile (each d[k] a vector over 8 independent lanes).
+template <typename T>
+inline void input_transform(const T d[8], T u[8]) {
+    u[0] = (d[6] - d[0]) + (d[2] - d[4]) * 5.25f;
+    u[7] = (d[7] - d[1]) + (d[3] - d[5]) * 5.25f;
+    T a = (d[2] + d[6]) - d[4] * 4.25f, b = (d[1] + d[5]) - d[3] * 4.25f;
+    u[1] = a + b;
+    u[2] = a - b;
+    a = (d[2] * 0.25f + d[6]) - d[4] * 1.25f;
+    b = (d[1] * 0.5f + d[5] * 2.0f) - d[3] * 2.5f;
+    u[3] = a + b;
+    u[4] = a - b;
+    a = (d[2] * 4.0f + d[6]) - d[4] * 5.0f;
+    b = (d[1] * 2.0f + d[5] * 0.5f) - d[3] * 2.5f;
+    u[5] = a + b;
+    u[6] = a - b;
+}
+
+// y = A^T m: 8 transformed values -> 4 outputs.
+inline void output_transform(const vf m[8], vf y[4]) {
+    const vf s1 = m[1] + m[2], d1 = m[1] - m[2];
+    const vf s2 = m[3] + m[4], d2 = m[3] - m[4];
+    const vf s3 = m[5] + m[6], d3 = m[5] - m[6];
+    y[0] = m[0] + s1 + s2 + s3;
+    y[1] = d1 + d2 * 2.0f + d3 * 0.5f;
+    y[2] = s1 + s2 * 4.0f + s3 * 0.25f;
+    y[3] = (d1 + d2 * 8.0f + d3 * 0.125f) + m[7];
+}
+
+void wino0_band(const float* in, std::ptrdiff_t S, int Wout, const float* V, const float* b,
+                int Cp, float* const out[4], float* scratch) {
+    const int tiles = Wout / 4, xs = (Wout + 4) * 3;
+    float* T = scratch;              // [xs][8]: B^T applied down the columns of the 8 rows
+    float* U = T + xs * 8;           // [tile][ci][j][i]: the transformed tiles
+    float* Z = U + tiles * 3 * 64;   // [i][q][W]: row-transformed products of one tile
+    for (int x = 0; x < xs; ++x) {
+        float d[8];
+        for (int k = 0; k < 8; ++k) d[k] = in[k * S + x];
+        input_transform(d, T + x * 8);
+    }
+    for (int t = 0; t < tiles; ++t)
+        for (int ci = 0; ci < 3; ++ci) {
+            v8 d[8], u[8];
+            for (int c = 0; c < 8; ++c) d[c] = load8(T + ((4 * t + c) * 3 + ci) * 8);
+            input_transform(d, u);
+            for (int j = 0; j < 8; ++j) store8(U + ((t * 3 + ci) * 8 + j) * 8, u[j]);
+        }
+    for (int cv = 0; cv < Cp / W; ++cv) {
+        const float* Vc = V + long(cv) * 64 * 3 * W;  // [i][j][ci][W]
+        const vf bias = load(b + cv * W);
+        for (int t = 0; t < tiles; ++t) {
+            const float* Ut = U + t * 3 * 64;
+            for (int i = 0; i < 8; ++i) {
+                vf m[8], z[4];
+                for (int j = 0; j < 8; ++j) {
+                    const float* v = Vc + ((i * 8 + j) * 3) * W;
+                    m[j] = splat(Ut[(0 * 8 + j) * 8 + i]) * load(v) +
+                           splat(Ut[(1 * 8 + j) * 8 + i]) * load(v + W) +
+                           splat(Ut[(2 * 8 + j) * 8 + i]) * load(v + 2 * W);
+                }
+                output_transform(m, z);
+                for (int q = 0; q < 4; ++q) store(Z + (i * 4 + q) * W, z[q]);
+            }
+            for (int q = 0; q < 4; ++q) {
+                vf m[8], y[4];
+                for (int i = 0; i < 8; ++i) m[i] = load(Z + (i * 4 + q) * W);
+                output_transform(m, y);
+                for (int p = 0; p < 4; ++p)
+                    store(out[p] + long(4 * t + q) * Cp + cv * W, relu(y[p] + bias));
+            }
+        }
+    }
+}
+
 // ---- depthwise 5x5, stride s, channels-last ----
 // One channel vector and one kernel row at a time: the row's 5 weights stay in registers and
 // the output row accumulates in tmp (L1-resident), so every load has a simple address.
@@ -184,7 +268,7 @@ float dot(const float* a, const float* b, std::ptrdiff_t n) {  // n is a multipl
     return r;
 }
 
-const KernelTable table = {CC_TABLE_NAME, W, conv0_row, dw_row, pw_row, dot};
+const KernelTable table = {CC_TABLE_NAME, W, conv0_row, wino0_band, dw_row, pw_row, dot};
 
 }  // namespace
 
