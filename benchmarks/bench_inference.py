@@ -2,7 +2,8 @@
 
 What it measures, in one process:
 
-* competitors: our C++ engine (``Predictor.predict(x, out=out)``), PyTorch eager
+* competitors: our C++ engine (``Predictor.predict(x, out=out)``; ``engine`` with its default
+  Winograd layer 0, ``engine_direct`` with the direct convolution), PyTorch eager
   (``torch.inference_mode``), ``torch.compile`` (default mode), ONNX Runtime (CPU, graph
   optimisation ALL) and OpenVINO (CPU, float32 precision hint; plus OpenVINO with its default
   precision, which may run bf16 on CPUs that have it);
@@ -75,7 +76,7 @@ MAX_CALLS = 10
 MIN_ROUNDS = 3  # with --seconds, and with --quick
 QUICK_BATCHES = [1, 8]
 
-COMPETITORS = ("engine", "torch_eager", "torch_compile", "onnxruntime", "openvino_f32", "openvino_default")
+COMPETITORS = ("engine", "engine_direct", "torch_eager", "torch_compile", "onnxruntime", "openvino_f32", "openvino_default")
 
 
 @dataclass
@@ -179,10 +180,21 @@ def export_onnx(model: torch.nn.Module, folder: Path) -> tuple[Path | None, str 
 # --- competitors: each builder takes (bench, batch, threads) and returns a Runner --------------
 
 
-def build_engine(bench: Bench, batch: Batch, threads: int) -> Runner:
-    predictor = cc.Predictor(bench.plan, threads=threads)
+def _engine_runner(bench: Bench, batch: Batch, threads: int, layer0: str) -> Runner:
+    predictor = cc.Predictor(bench.plan, threads=threads, layer0=layer0)
     out = np.empty(len(batch.nhwc), np.float32)
-    return Runner(lambda: predictor.predict(batch.nhwc, out=out), lambda: out, {"isa": predictor.isa})
+    return Runner(lambda: predictor.predict(batch.nhwc, out=out), lambda: out,
+                  {"isa": predictor.isa, "layer0": predictor.layer0})
+
+
+def build_engine(bench: Bench, batch: Batch, threads: int) -> Runner:
+    """The default engine: Winograd F(4x4,5x5) layer 0."""
+    return _engine_runner(bench, batch, threads, "winograd")
+
+
+def build_engine_direct(bench: Bench, batch: Batch, threads: int) -> Runner:
+    """The engine with the direct layer-0 convolution (the same operation count as the peers)."""
+    return _engine_runner(bench, batch, threads, "direct")
 
 
 def _torch_runner(module: Callable[[torch.Tensor], torch.Tensor], batch: Batch) -> Runner:
@@ -262,6 +274,7 @@ def build_openvino_default(bench: Bench, batch: Batch, threads: int) -> Runner:
 
 BUILDERS: dict[str, Callable[[Bench, Batch, int], Runner]] = {
     "engine": build_engine,
+    "engine_direct": build_engine_direct,
     "torch_eager": build_torch_eager,
     "torch_compile": build_torch_compile,
     "onnxruntime": build_onnxruntime,

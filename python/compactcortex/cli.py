@@ -68,6 +68,27 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from ._atomic import atomic_path
+    from .evaluate import evaluate_published
+
+    res = evaluate_published(args.data, args.session, threads=args.threads)
+    fmt = lambda v: "   n/a" if v is None else f"{v:6.3f}"  # noqa: E731
+    print(f"session {res['session']}: {len(res['neurons'])} published models, "
+          f"{res['num_test_images']} test images (second half)")
+    print(f"{'neuron':>6} {'r':>6} {'R2_ER':>6}")
+    for n in res["neurons"]:
+        print(f"{n['neuron']:>6} {fmt(n['r'])} {fmt(n['r2er'])}")
+    print(f"{'median':>6} {fmt(res['median_r'])} {fmt(res['median_r2er'])}")
+    if res["median_r2er"] is None:
+        print("R2_ER needs single-trial responses (responses_raw), which this session lacks")
+    if args.json:
+        with atomic_path(args.json) as tmp:
+            tmp.write_text(json.dumps(res, indent=1))
+        print(f"results -> {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="compactcortex", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -100,6 +121,22 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds (default: 15)")
     be.add_argument("--json", help="also write the results to this JSON file")
     be.set_defaults(fn=_cmd_bench)
+
+    ev = sub.add_parser(
+        "evaluate", help="accuracy of a session's published models on its held-out images",
+        description="Run every published compact model of a session through the engine on the test "
+                    "half of the session's images (the second half; the paper's split) and print, per "
+                    "neuron, the Pearson r between predictions and repeat-averaged responses (spike "
+                    "counts per 100 ms) and the noise-corrected R2_ER (Pospisil & Bair 2021) where "
+                    "single-trial responses exist, and the medians.")
+    ev.add_argument("--data", required=True,
+                    help="a folder laid out like ../shared/data/v4 (compact_models/torch, images, "
+                         "responses_repeat_averaged, responses_raw) or a clone of the authors' repository")
+    ev.add_argument("--session", required=True, help="session id, e.g. 190923")
+    ev.add_argument("--threads", type=int, default=None, help="engine threads (default: all CPUs available)")
+    ev.add_argument("--json", help='also write {"session", "neurons": [{"neuron", "r", "r2er"}], "median_r", '
+                                   '"median_r2er"} to this file')
+    ev.set_defaults(fn=_cmd_evaluate)
     return p
 
 
