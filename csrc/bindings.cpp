@@ -6,6 +6,8 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <memory>
+
 #include <string>
 
 #include "engine/engine.hpp"
@@ -105,6 +107,34 @@ public:
                                    " contains NaN or infinity").c_str());
     }
 
+    // {name: (count, sum (n,), gram (n, n))} for "layer1".."layer4" and "readout".
+    nb::dict moments(AnyIn images) {
+        const cc::ImageBatch b = as_batch(images);
+        std::array<cc::Moments, 5> m;
+        int64_t bad;
+        {
+            nb::gil_scoped_release release;
+            bad = eng_->moments(b, m);
+        }
+        if (bad >= 0)
+            throw nb::value_error(("images: image " + std::to_string(bad) +
+                                   " contains NaN or infinity").c_str());
+        nb::dict out;
+        const char* names[5] = {"layer1", "layer2", "layer3", "layer4", "readout"};
+        for (int l = 0; l < 5; ++l) {
+            const size_t n = size_t(m[l].n);
+            auto* sum = new std::vector<double>(std::move(m[l].sum));
+            auto* gram = new std::vector<double>(std::move(m[l].gram));
+            nb::capsule own_s(sum, [](void* p) noexcept { delete static_cast<std::vector<double>*>(p); });
+            nb::capsule own_g(gram, [](void* p) noexcept { delete static_cast<std::vector<double>*>(p); });
+            out[names[l]] = nb::make_tuple(
+                m[l].count,
+                nb::ndarray<nb::numpy, double, nb::ndim<1>>(sum->data(), {n}, own_s),
+                nb::ndarray<nb::numpy, double, nb::ndim<2>>(gram->data(), {n, n}, own_g));
+        }
+        return out;
+    }
+
     std::string isa() const { return eng_->isa(); }
     int threads() const { return eng_->threads(); }
     bool winograd() const { return eng_->winograd(); }
@@ -136,6 +166,10 @@ NB_MODULE(_engine, m) {
         .def("predict", &PyEngine::predict, "images"_a, "out"_a,
              "Predict into out (float32, shape (N,)). images: (N,112,112,3) or (N,3,112,112); "
              "float32/float64 recentred pixels or uint8 raw pixels.")
+        .def("moments", &PyEngine::moments, "images"_a,
+             "Pruning statistics in one pass: {name: (count, sum, gram)} for the depthwise outputs "
+             "of layer1..layer4 (over images and positions) and the readout's per-channel "
+             "contributions (over images).")
         .def_prop_ro("isa", &PyEngine::isa)
         .def_prop_ro("threads", &PyEngine::threads)
         .def_prop_ro("winograd", &PyEngine::winograd);
@@ -159,6 +193,10 @@ NB_MODULE(_engine, m) {
               table(isa)->wino0_band(in.data(), S, Wout, V.data(), b.data(), Cp, rows, scratch.data());
           },
           "isa"_a, "inp"_a, "S"_a, "Wout"_a, "V"_a, "b"_a, "Cp"_a, "out"_a, "scratch"_a);
+    m.def("_kernel_gram_row",
+          [](const std::string& isa, FloatIn a, int M, int lda, int n, FloatOut G, int ldg,
+             FloatOut sums) { table(isa)->gram_row(a.data(), M, lda, n, G.data(), ldg, sums.data()); },
+          "isa"_a, "a"_a, "M"_a, "lda"_a, "n"_a, "G"_a, "ldg"_a, "sums"_a);
     m.def("_kernel_dw_row",
           [](const std::string& isa, FloatIn rows, int64_t row_stride, int s, int Wout, FloatIn dw,
              int Cp, FloatOut tmp) {

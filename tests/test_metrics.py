@@ -303,7 +303,7 @@ def test_bad_inputs_of_the_other_metrics() -> None:
         fraction_explainable_variance(np.full((2, 5, 3), np.nan))
     with pytest.raises(ValueError, match=r"b has shape \(2, 6\)"):
         pearson_r(np.ones((2, 5)), np.ones((2, 6)))
-    with pytest.raises(ValueError, match=r"a must have shape \(neurons, images\)"):
+    with pytest.raises(ValueError, match=r"responses_mean must have shape \(neurons, images\)"):
         raw_r2(np.ones((2, 5, 3)), np.ones((2, 5)))
 
 

@@ -55,6 +55,36 @@ struct Engine::Workspace {
           tmp(size_t(kL1) * std::max(std::max(np[0], np[1]), std::max(np[2], np[3]))) {}
 };
 
+// Per-thread pruning statistics: float moments of the current image, added into doubles after
+// each image (float sums over one image's positions are accurate enough; totals are not).
+struct Engine::StatsAcc {
+    std::array<std::vector<float>, 4> fsum, fgram;
+    std::array<Moments, 5> total;
+    StatsAcc(const std::array<int, 5>& n, const std::array<int, 5>& np) {
+        for (int l = 0; l < 5; ++l) {
+            total[l].n = n[l];
+            total[l].sum.assign(n[l], 0.0);
+            total[l].gram.assign(size_t(n[l]) * n[l], 0.0);
+            if (l < 4) {
+                fsum[l].assign(np[l], 0.0f);
+                fgram[l].assign(size_t(n[l]) * np[l], 0.0f);
+            }
+        }
+    }
+    void flush(const std::array<int, 5>& np, int64_t positions[4]) {
+        for (int l = 0; l < 4; ++l) {
+            Moments& m = total[l];
+            for (int j = 0; j < m.n; ++j) {
+                m.sum[j] += fsum[l][j];
+                for (int c = j; c < m.n; ++c) m.gram[size_t(j) * m.n + c] += fgram[l][size_t(j) * np[l] + c];
+            }
+            m.count += positions[l];
+            std::fill(fsum[l].begin(), fsum[l].end(), 0.0f);
+            std::fill(fgram[l].begin(), fgram[l].end(), 0.0f);
+        }
+    }
+};
+
 const KernelTable* select_kernels(const std::string& isa) {
     const KernelTable* t = nullptr;
     if (isa == "auto") {
@@ -230,7 +260,7 @@ std::array<int, 2> Engine::l0_rows(int r0, int r1) const {
 // Layer-1 output rows [r0, r1) into l1 (padded for layer 2), producing the layer-0 rows they
 // need into this workspace's ring buffer on the fly. Needs the image rows that l0_rows(r0, r1)
 // read (2 more on each side) filled in.
-void Engine::layers01(Workspace& ws, int r0, int r1, float* l1) const {
+void Engine::layers01(Workspace& ws, int r0, int r1, float* l1, StatsAcc* st) const {
     const int c0 = np_[0], c1 = np_[1];
     const size_t ring_row = size_t(kL0PadW) * c0;
     auto slot = [&](int y) { return ws.ring.p + size_t(y % kRingRows) * ring_row; };
@@ -256,18 +286,20 @@ void Engine::layers01(Workspace& ws, int r0, int r1, float* l1) const {
             rows[ky] = (y < 0 || y >= kImg) ? ws.zero_row.p : slot(y);
         }
         k_->dw_row(rows, 2, kL1, dw_[0].data(), c0, ws.tmp.p);
+        if (st) k_->gram_row(ws.tmp.p, kL1, c0, n_[0], st->fgram[0].data(), c0, st->fsum[0].data());
         k_->pw_row(ws.tmp.p, kL1, n_[0], c0, pw_[0].data(), pb_[0].data(), c1,
                    l1 + (size_t(r + 1) * kL1PadW + 1) * c1, c1);
     }
 }
 
 // Layers 2-4 and the readout from this workspace's layer-1 output.
-float Engine::layers234(Workspace& ws) const {
+float Engine::layers234(Workspace& ws, StatsAcc* st) const {
     const float* rows[5];
     // Layer 2: stride 2 over the 56x56 map (padded 1 before, 2 after) -> l2 interior.
     for (int r = 0; r < kL2; ++r) {
         for (int ky = 0; ky < 5; ++ky) rows[ky] = ws.l1.p + size_t(2 * r + ky) * kL1PadW * np_[1];
         k_->dw_row(rows, 2, kL2, dw_[1].data(), np_[1], ws.tmp.p);
+        if (st) k_->gram_row(ws.tmp.p, kL2, np_[1], n_[1], st->fgram[1].data(), np_[1], st->fsum[1].data());
         k_->pw_row(ws.tmp.p, kL2, n_[1], np_[1], pw_[1].data(), pb_[1].data(), np_[2],
                    ws.l2.p + (size_t(r + 2) * kL2PadW + 2) * np_[2], np_[2]);
     }
@@ -277,13 +309,64 @@ float Engine::layers234(Workspace& ws) const {
         for (int r = 0; r < kL2; ++r) {
             for (int ky = 0; ky < 5; ++ky) rows[ky] = src + size_t(r + ky) * kL2PadW * np_[l];
             k_->dw_row(rows, 1, kL2, dw_[l].data(), np_[l], ws.tmp.p);
+            if (st) k_->gram_row(ws.tmp.p, kL2, np_[l], n_[l], st->fgram[l].data(), np_[l], st->fsum[l].data());
             float* dst = l == 2 ? ws.l3.p + (size_t(r + 2) * kL2PadW + 2) * np_[3]
                                 : ws.l4.p + size_t(r) * kL2 * np_[4];
             k_->pw_row(ws.tmp.p, kL2, n_[l], np_[l], pw_[l].data(), pb_[l].data(), np_[l + 1], dst,
                        np_[l + 1]);
         }
     }
+    if (st) {  // the readout's per-channel contributions of this image
+        Moments& m = st->total[4];
+        std::vector<double> c(m.n, 0.0);
+        for (int p = 0; p < kL2 * kL2; ++p)
+            for (int j = 0; j < m.n; ++j)
+                c[j] += double(ws.l4.p[size_t(p) * np_[4] + j]) * readout_[size_t(p) * np_[4] + j];
+        for (int j = 0; j < m.n; ++j) {
+            m.sum[j] += c[j];
+            for (int k = j; k < m.n; ++k) m.gram[size_t(j) * m.n + k] += c[j] * c[k];
+        }
+        m.count += 1;
+    }
     return k_->dot(ws.l4.p, readout_.data(), std::ptrdiff_t(kL2) * kL2 * np_[4]) + readout_bias_;
+}
+
+int64_t Engine::moments(const ImageBatch& b, std::array<Moments, 5>& out) {
+    std::lock_guard<std::mutex> lock(call_mu_);
+    const int T = pool_.size();
+    std::vector<std::unique_ptr<StatsAcc>> acc;
+    for (int t = 0; t < T; ++t) acc.emplace_back(new StatsAcc(n_, np_));
+    std::atomic<int64_t> next{0}, first_bad{-1};
+    pool_.run(T, [&](int t) {
+        Workspace& ws = *ws_[t];
+        int64_t positions[4] = {kL1 * kL1, kL2 * kL2, kL2 * kL2, kL2 * kL2};
+        for (int64_t i; (i = next.fetch_add(1)) < b.count;) {
+            ws.bad = false;
+            fill_input(ws, b, i, 0, kImg);
+            layers01(ws, 0, kL1, ws.l1.p, acc[t].get());
+            layers234(ws, acc[t].get());
+            acc[t]->flush(np_, positions);
+            if (ws.bad) {
+                int64_t cur = first_bad.load();
+                while ((cur < 0 || i < cur) && !first_bad.compare_exchange_weak(cur, i)) {
+                }
+            }
+        }
+    });
+    // Sum the threads' totals and mirror the upper triangles.
+    for (int l = 0; l < 5; ++l) {
+        out[l] = acc[0]->total[l];
+        for (int t = 1; t < T; ++t) {
+            const Moments& m = acc[t]->total[l];
+            out[l].count += m.count;
+            for (size_t j = 0; j < m.sum.size(); ++j) out[l].sum[j] += m.sum[j];
+            for (size_t j = 0; j < m.gram.size(); ++j) out[l].gram[j] += m.gram[j];
+        }
+        const int n = out[l].n;
+        for (int j = 0; j < n; ++j)
+            for (int k = 0; k < j; ++k) out[l].gram[size_t(j) * n + k] = out[l].gram[size_t(k) * n + j];
+    }
+    return first_bad.load();
 }
 
 int64_t Engine::predict(const ImageBatch& b, float* out) {

@@ -28,6 +28,14 @@ struct ModelWeights {
 
 enum class DType { f32, f64, u8 };
 
+// First and second moments of one set of channels, summed over `count` samples.
+struct Moments {
+    int n = 0;
+    int64_t count = 0;
+    std::vector<double> sum;   // (n)
+    std::vector<double> gram;  // (n, n): sum of outer products, symmetric
+};
+
 // A strided view of a batch of images: element (n, y, x, c) lives at
 // data + (n*sn + y*sy + x*sx + c*sc) elements.
 struct ImageBatch {
@@ -52,17 +60,25 @@ public:
     // image that holds a NaN or infinity (out is then unspecified). Thread-safe (serialised).
     int64_t predict(const ImageBatch& images, float* out);
 
+    // Pruning statistics in one pass over the images, without keeping any feature map:
+    // [0..3] the depthwise outputs of layers 1-4 (the inputs of their pointwise convolutions)
+    // over images and positions; [4] per image, the readout's per-channel contributions
+    // sum_{h,w} readout[h,w,c] * layer4[h,w,c]. Returns the index of the first image with a NaN
+    // or infinity, or -1.
+    int64_t moments(const ImageBatch& images, std::array<Moments, 5>& out);
+
     const char* isa() const { return k_->name; }
     bool winograd() const { return winograd_; }
     int threads() const { return pool_.size(); }
 
 private:
     struct Workspace;
+    struct StatsAcc;
     void fill_input(Workspace& ws, const ImageBatch& b, int64_t i, int y0, int y1) const;
     // Layer-0 rows [first, last] that layer-1 output rows [r0, r1) make this workspace produce.
     std::array<int, 2> l0_rows(int r0, int r1) const;
-    void layers01(Workspace& ws, int r0, int r1, float* l1) const;
-    float layers234(Workspace& ws) const;
+    void layers01(Workspace& ws, int r0, int r1, float* l1, StatsAcc* st = nullptr) const;
+    float layers234(Workspace& ws, StatsAcc* st = nullptr) const;
 
     const KernelTable* k_;
     std::array<int, 5> n_{}, np_{};  // filter counts, and padded to the vector width

@@ -36,6 +36,12 @@ struct KernelTable {
     void (*pw_row)(const float* a, int M, int K, int lda, const float* B, const float* b, int Np,
                    float* out, std::ptrdiff_t ldo);
 
+    // Second moments of a feature-map row, for pruning statistics: for x < M and j < n,
+    // sums[c] += a[x*lda + c] and G[j*ldg + c] += a[x*lda + j] * a[x*lda + c] for c in
+    // [j rounded down to the width, ldg); ldg is a multiple of the width and G's lower
+    // triangle is left partly unfilled (callers read the upper triangle).
+    void (*gram_row)(const float* a, int M, int lda, int n, float* G, int ldg, float* sums);
+
     // sum_i a[i] * b[i]
     float (*dot)(const float* a, const float* b, std::ptrdiff_t n);
 };

@@ -84,13 +84,22 @@ void pw_row(const float* a, int M, int K, int lda, const float* B, const float* 
         }
 }
 
+void gram_row(const float* a, int M, int lda, int n, float* G, int ldg, float* sums) {
+    for (int x = 0; x < M; ++x) {
+        const float* row = a + x * lda;
+        for (int c = 0; c < ldg; ++c) sums[c] += row[c];
+        for (int j = 0; j < n; ++j)
+            for (int c = j; c < ldg; ++c) G[j * ldg + c] += row[j] * row[c];
+    }
+}
+
 float dot(const float* a, const float* b, std::ptrdiff_t n) {
     double acc = 0.0;
     for (std::ptrdiff_t i = 0; i < n; ++i) acc += double(a[i]) * double(b[i]);
     return float(acc);
 }
 
-const KernelTable table = {"reference", 1, conv0_row, wino0_band, dw_row, pw_row, dot};
+const KernelTable table = {"reference", 1, conv0_row, wino0_band, dw_row, pw_row, gram_row, dot};
 
 }  // namespace
 

@@ -256,6 +256,29 @@ void pw_row(const float* a, int M, int K, int lda, const float* B, const float* 
     }
 }
 
+void gram_row(const float* a, int M, int lda, int n, float* G, int ldg, float* sums) {
+    for (int c = 0; c < ldg; c += W) {
+        vf s{};
+        for (int x = 0; x < M; ++x) s += load(a + long(x) * lda + c);
+        store(sums + c, load(sums + c) + s);
+    }
+    constexpr int U = 4;  // channel vectors per pass: U accumulators + 1 broadcast
+    for (int j = 0; j < n; ++j) {
+        float* g = G + long(j) * ldg;
+        for (int c0 = j / W * W; c0 < ldg; c0 += U * W) {
+            const int nv = (ldg - c0) / W < U ? (ldg - c0) / W : U;
+            vf acc[U] = {};
+            for (int x = 0; x < M; ++x) {
+                const float* row = a + long(x) * lda;
+                const vf aj = splat(row[j]);
+                for (int v = 0; v < U; ++v)
+                    if (v < nv) acc[v] += aj * load(row + c0 + v * W);
+            }
+            for (int v = 0; v < nv; ++v) store(g + c0 + v * W, load(g + c0 + v * W) + acc[v]);
+        }
+    }
+}
+
 float dot(const float* a, const float* b, std::ptrdiff_t n) {  // n is a multiple of W
     vf acc[4] = {};
     std::ptrdiff_t i = 0;
@@ -268,7 +291,7 @@ float dot(const float* a, const float* b, std::ptrdiff_t n) {  // n is a multipl
     return r;
 }
 
-const KernelTable table = {CC_TABLE_NAME, W, conv0_row, wino0_band, dw_row, pw_row, dot};
+const KernelTable table = {CC_TABLE_NAME, W, conv0_row, wino0_band, dw_row, pw_row, gram_row, dot};
 
 }  // namespace
 

@@ -42,12 +42,7 @@ def pearson_r(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             images, or a value is NaN or +-inf.
     """
     a = as_matrix(a, "a")
-    b = as_matrix(b, "b", a.shape)
-    every = np.ones(a.shape, dtype=bool)
-    ac, bc = _centre(a, every), _centre(b, every)
-    defined = ~(_is_constant(a, every) | _is_constant(b, every))
-    products = (ac * ac).sum(axis=1) * (bc * bc).sum(axis=1)
-    return _ratio((ac * bc).sum(axis=1), np.sqrt(products), defined)
+    return _pearson(a, as_matrix(b, "b", a.shape))
 
 
 def raw_r2(responses_mean: np.ndarray, predictions: np.ndarray) -> np.ndarray:
@@ -67,9 +62,11 @@ def raw_r2(responses_mean: np.ndarray, predictions: np.ndarray) -> np.ndarray:
         (neurons,) values in [0, 1] (dimensionless); NaN where a row is constant.
 
     Raises:
-        ValueError: as :func:`pearson_r`.
+        ValueError: if either array is not 2-D (e.g. single-trial responses: average the repeats
+            first), their shapes differ, there are fewer than 2 images, or a value is not finite.
     """
-    return pearson_r(responses_mean, predictions) ** 2
+    y = as_matrix(responses_mean, "responses_mean")
+    return _pearson(y, as_matrix(predictions, "predictions", y.shape)) ** 2
 
 
 def fraction_explainable_variance(responses: np.ndarray) -> np.ndarray:
@@ -125,10 +122,13 @@ def noise_corrected_r2(responses: np.ndarray, predictions: np.ndarray, clip: boo
     is independent across trials with a variance that does not depend on the image (the paper
     applies a square-root transform to spike counts for this); the ratio is then approximately
     unbiased, with a bias that shrinks as the number of images m and the SNR grow. Where the
-    noise variance depends on the image (raw spike counts, Poisson-like), the pooled sigma^2
-    misses only its covariation with ``xc_i^2``, an error of relative order 1/m. With equal repeat counts
-    ``n_i = n`` this is exactly the paper's estimator (function ``r2er_n2m`` of the authors'
-    code, github.com/deanpospisil/er_est, file ``er_est.py``): numerator
+    noise variance depends on the image (raw, Poisson-like spike counts), the pooled sigma^2
+    stands in for the per-image variances: the numerator's correction then misses their
+    covariation with ``xc_i^2`` (a relative error of order 1/m), and with unequal repeats the
+    denominator's misses their covariation with ``1/n_i`` (none on average if the repeat counts
+    do not depend on the response). With equal repeat counts ``n_i = n`` this is exactly the
+    paper's estimator (function ``r2er_n2m`` of the authors' code,
+    github.com/deanpospisil/er_est, file ``er_est.py``): numerator
     ``(xc.yc)^2 - sigma^2/n |xc|^2`` and denominator ``|xc|^2 |yc|^2 - (m-1) sigma^2/n |xc|^2``.
     Unequal repeat counts enter through the noise variance of each image's mean,
     ``sigma^2/n_i``, which makes the denominator's correction ``(m-1) sigma^2/n_h`` with ``n_h``
@@ -184,6 +184,15 @@ def noise_corrected_r2(responses: np.ndarray, predictions: np.ndarray, clip: boo
     defined = _well_posed(stats) & ~_is_constant(x, stats.valid) & (signal > 0)
     r2er = _ratio(numerator, xx * signal, defined)
     return np.clip(r2er, 0.0, 1.0) if clip else r2er
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(neurons,) row-wise correlation of checked (neurons, images) arrays; NaN if a row is constant."""
+    every = np.ones(a.shape, dtype=bool)
+    ac, bc = _centre(a, every), _centre(b, every)
+    defined = ~(_is_constant(a, every) | _is_constant(b, every))
+    products = (ac * ac).sum(axis=1) * (bc * bc).sum(axis=1)
+    return _ratio((ac * bc).sum(axis=1), np.sqrt(products), defined)
 
 
 def _centre(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
