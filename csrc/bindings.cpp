@@ -4,9 +4,11 @@
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/array.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
 #include <memory>
+#include <tuple>
 
 #include <string>
 
@@ -61,35 +63,50 @@ cc::ImageBatch as_batch(const AnyIn& x) {
     return b;
 }
 
+cc::ModelWeights to_weights(std::array<int, 5> n, const FloatIn& w0, const FloatIn& b0,
+                           const std::vector<FloatIn>& dw, const std::vector<FloatIn>& pw,
+                           const std::vector<FloatIn>& pb, const FloatIn& readout, float readout_bias) {
+    for (int v : n)
+        if (v < 1) throw nb::value_error("filter counts must all be >= 1");
+    if (dw.size() != 4 || pw.size() != 4 || pb.size() != 4)
+        throw nb::value_error("dw, pw and pb must each hold 4 arrays (layers 1-4)");
+    cc::ModelWeights m;
+    m.n = n;
+    m.w0 = take(w0, size_t(n[0]) * 75, "w0");
+    m.b0 = take(b0, n[0], "b0");
+    for (int l = 0; l < 4; ++l) {
+        const std::string s = std::to_string(l + 1);
+        m.dw[l] = take(dw[l], size_t(n[l]) * 25, ("dw" + s).c_str());
+        m.pw[l] = take(pw[l], size_t(n[l]) * n[l + 1], ("pw" + s).c_str());
+        m.pb[l] = take(pb[l], n[l + 1], ("pb" + s).c_str());
+    }
+    m.readout = take(readout, size_t(28 * 28) * n[4], "readout");
+    m.readout_bias = readout_bias;
+    return m;
+}
+
+const cc::KernelTable* kernels_for(const std::string& isa, int threads) {
+    if (threads < 1) throw nb::value_error("threads must be >= 1");
+    try {
+        return cc::select_kernels(isa);
+    } catch (const std::invalid_argument& e) {
+        throw nb::value_error(e.what());
+    }
+}
+
+void raise_if_bad(int64_t bad) {
+    if (bad >= 0)
+        throw nb::value_error(("images: image " + std::to_string(bad) + " contains NaN or infinity").c_str());
+}
+
 class PyEngine {
 public:
     PyEngine(std::array<int, 5> n, FloatIn w0, FloatIn b0, std::vector<FloatIn> dw,
              std::vector<FloatIn> pw, std::vector<FloatIn> pb, FloatIn readout, float readout_bias,
              std::array<float, 3> mean, int threads, const std::string& isa, bool winograd) {
-        for (int v : n)
-            if (v < 1) throw nb::value_error("filter counts must all be >= 1");
-        if (dw.size() != 4 || pw.size() != 4 || pb.size() != 4)
-            throw nb::value_error("dw, pw and pb must each hold 4 arrays (layers 1-4)");
-        if (threads < 1) throw nb::value_error("threads must be >= 1");
-        cc::ModelWeights m;
-        m.n = n;
-        m.w0 = take(w0, size_t(n[0]) * 75, "w0");
-        m.b0 = take(b0, n[0], "b0");
-        for (int l = 0; l < 4; ++l) {
-            const std::string s = std::to_string(l + 1);
-            m.dw[l] = take(dw[l], size_t(n[l]) * 25, ("dw" + s).c_str());
-            m.pw[l] = take(pw[l], size_t(n[l]) * n[l + 1], ("pw" + s).c_str());
-            m.pb[l] = take(pb[l], n[l + 1], ("pb" + s).c_str());
-        }
-        m.readout = take(readout, size_t(28 * 28) * n[4], "readout");
-        m.readout_bias = readout_bias;
-        const cc::KernelTable* k;
-        try {
-            k = cc::select_kernels(isa);
-        } catch (const std::invalid_argument& e) {
-            throw nb::value_error(e.what());
-        }
-        eng_.reset(new cc::Engine(m, k, threads, mean, winograd));
+        const cc::KernelTable* k = kernels_for(isa, threads);
+        eng_.reset(new cc::Engine(to_weights(n, w0, b0, dw, pw, pb, readout, readout_bias), k, threads,
+                                  mean, winograd));
     }
 
     void predict(AnyIn images, FloatOut out) {
@@ -102,9 +119,7 @@ public:
             nb::gil_scoped_release release;
             bad = eng_->predict(b, out.data());
         }
-        if (bad >= 0)
-            throw nb::value_error(("images: image " + std::to_string(bad) +
-                                   " contains NaN or infinity").c_str());
+        raise_if_bad(bad);
     }
 
     // {name: (count, sum (n,), gram (n, n))} for "layer1".."layer4" and "readout".
@@ -116,9 +131,7 @@ public:
             nb::gil_scoped_release release;
             bad = eng_->moments(b, m);
         }
-        if (bad >= 0)
-            throw nb::value_error(("images: image " + std::to_string(bad) +
-                                   " contains NaN or infinity").c_str());
+        raise_if_bad(bad);
         nb::dict out;
         const char* names[5] = {"layer1", "layer2", "layer3", "layer4", "readout"};
         for (int l = 0; l < 5; ++l) {
@@ -141,6 +154,43 @@ public:
 
 private:
     std::unique_ptr<cc::Engine> eng_;
+};
+
+// Models as tuples (n, w0, b0, dw, pw, pb, readout, readout_bias), as Plan gives them.
+using ModelTuple = std::tuple<std::array<int, 5>, FloatIn, FloatIn, std::vector<FloatIn>,
+                              std::vector<FloatIn>, std::vector<FloatIn>, FloatIn, float>;
+
+class PyPopulation {
+public:
+    PyPopulation(const std::vector<ModelTuple>& models, std::array<float, 3> mean, int threads,
+                 const std::string& isa, bool winograd) {
+        if (models.empty()) throw nb::value_error("a population needs at least one model");
+        const cc::KernelTable* k = kernels_for(isa, threads);
+        std::vector<cc::ModelWeights> w;
+        for (const auto& t : models)
+            w.push_back(std::apply(to_weights, t));
+        eng_.reset(new cc::PopulationEngine(w, k, threads, mean, winograd));
+    }
+
+    void predict(AnyIn images, FloatOut out) {
+        const cc::ImageBatch b = as_batch(images);
+        if (out.ndim() != 2 || int64_t(out.shape(0)) != b.count || int(out.shape(1)) != eng_->models())
+            throw nb::value_error(("out: expected a float32 array of shape (" + std::to_string(b.count) +
+                                   ", " + std::to_string(eng_->models()) + ")").c_str());
+        int64_t bad;
+        {
+            nb::gil_scoped_release release;
+            bad = eng_->predict(b, out.data());
+        }
+        raise_if_bad(bad);
+    }
+
+    int models() const { return eng_->models(); }
+    int threads() const { return eng_->threads(); }
+    std::string isa() const { return eng_->isa(); }
+
+private:
+    std::unique_ptr<cc::PopulationEngine> eng_;
 };
 
 // Direct, unchecked access to one kernel of one table: for the tests against the reference only.
@@ -173,6 +223,15 @@ NB_MODULE(_engine, m) {
         .def_prop_ro("isa", &PyEngine::isa)
         .def_prop_ro("threads", &PyEngine::threads)
         .def_prop_ro("winograd", &PyEngine::winograd);
+
+    nb::class_<PyPopulation>(m, "Population")
+        .def(nb::init<const std::vector<ModelTuple>&, std::array<float, 3>, int, const std::string&, bool>(),
+             "models"_a, "mean"_a, "threads"_a, "isa"_a = "auto", "winograd"_a = true)
+        .def("predict", &PyPopulation::predict, "images"_a, "out"_a,
+             "Predict every model into out (float32, shape (N, models)).")
+        .def_prop_ro("models", &PyPopulation::models)
+        .def_prop_ro("threads", &PyPopulation::threads)
+        .def_prop_ro("isa", &PyPopulation::isa);
 
     m.def("available_isas", &cc::available_isas,
           "Kernel variants this CPU and build can run (the first is what 'auto' picks, except "

@@ -66,7 +66,19 @@ def test_bench_runs(tmp_path):
     assert r["max_rel_error_vs_torch"] < 1e-4 and r["ms_per_image"]["engine"] > 0
 
 
-@pytest.mark.parametrize("cmd", [[], ["predict"], ["bench"]])
+@pytest.mark.parametrize("cmd", [[], ["predict"], ["bench"], ["evaluate"], ["demo"], ["data", "synth"]])
 def test_help(cmd):
     r = subprocess.run([sys.executable, "-m", "compactcortex.cli", *cmd, "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "usage" in r.stdout
+
+
+def test_evaluate_published_session(v4, tmp_path):
+    out = tmp_path / "e.json"
+    assert main(["evaluate", "--data", str(v4), "--session", "190923", "--json", str(out)]) == 0
+    import json
+
+    res = json.loads(out.read_text())
+    assert res["session"] == "190923" and len(res["neurons"]) == 33 and res["median_r2er"] is None
+    rs = [n["r"] for n in res["neurons"]]
+    assert abs(np.median(rs) - res["median_r"]) < 1e-12
+    assert 0.5 < res["median_r"] < 0.75, "the paper's models predict held-out V4 responses (median r ~0.63)"

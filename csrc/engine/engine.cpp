@@ -197,6 +197,91 @@ Engine::Engine(const ModelWeights& m, const KernelTable* k, int threads, std::ar
 
 Engine::~Engine() = default;
 
+std::unique_ptr<Engine::Workspace> Engine::make_workspace(const std::array<int, 5>& np_max, int width) {
+    return std::unique_ptr<Workspace>(new Workspace(np_max, width));
+}
+
+namespace {
+// Zeroes the border of an H x W x C channels-last map outside rows [top, H-bottom) and
+// columns [left, W-right).
+void zero_frame(float* map, int H, int W, int C, int top, int left, int bottom, int right) {
+    for (int y = 0; y < H; ++y) {
+        float* row = map + size_t(y) * W * C;
+        if (y < top || y >= H - bottom) {
+            std::fill(row, row + size_t(W) * C, 0.0f);
+        } else {
+            std::fill(row, row + size_t(left) * C, 0.0f);
+            std::fill(row + size_t(W - right) * C, row + size_t(W) * C, 0.0f);
+        }
+    }
+}
+}  // namespace
+
+void Engine::prepare(Workspace& ws) const {
+    // The layer-0 input border and zero_row never change; the rest depends on this model's
+    // padded channel counts, which set the layout of the buffers.
+    for (int slot = 0; slot < kRingRows; ++slot)
+        zero_frame(ws.ring.p + size_t(slot) * kL0PadW * np_[0], 1, kL0PadW, np_[0], 0, 1, 0, 2);
+    zero_frame(ws.l1.p, kL1PadW, kL1PadW, np_[1], 1, 1, 2, 2);
+    zero_frame(ws.l2.p, kL2PadW, kL2PadW, np_[2], 2, 2, 2, 2);
+    zero_frame(ws.l3.p, kL2PadW, kL2PadW, np_[3], 2, 2, 2, 2);
+}
+
+float Engine::run_image(Workspace& ws, const ImageBatch& b, int64_t i, bool& bad) const {
+    ws.bad = false;
+    fill_input(ws, b, i, 0, kImg);
+    layers01(ws, 0, kL1, ws.l1.p);
+    const float y = layers234(ws);
+    bad = ws.bad;
+    return y;
+}
+
+PopulationEngine::PopulationEngine(const std::vector<ModelWeights>& models, const KernelTable* k,
+                                   int threads, std::array<float, 3> mean, bool winograd)
+    : pool_(threads < 1 ? 1 : threads) {
+    std::array<int, 5> np_max{};
+    for (const ModelWeights& m : models) {
+        engines_.emplace_back(new Engine(m, k, 1, mean, winograd));
+        for (int l = 0; l < 5; ++l) np_max[l] = std::max(np_max[l], engines_.back()->padded_filters()[l]);
+    }
+    for (int t = 0; t < pool_.size(); ++t) ws_.push_back(Engine::make_workspace(np_max, k->width));
+}
+
+PopulationEngine::~PopulationEngine() = default;
+
+int64_t PopulationEngine::predict(const ImageBatch& b, float* out) {
+    std::lock_guard<std::mutex> lock(call_mu_);
+    const int T = pool_.size(), M = models();
+    // Chunks of images per model: enough items to balance the threads, few enough model
+    // switches (each re-lays out the workspace and reloads weights).
+    const int64_t per_model = std::max<int64_t>(1, (4 * T + M - 1) / M);
+    const int64_t chunk = std::max<int64_t>(1, (b.count + per_model - 1) / per_model);
+    const int64_t chunks = (b.count + chunk - 1) / chunk, items = chunks * M;
+    std::atomic<int64_t> next{0}, first_bad{-1};
+    pool_.run(T, [&](int t) {
+        Engine::Workspace& ws = *ws_[t];
+        int current = -1;
+        for (int64_t item; (item = next.fetch_add(1)) < items;) {
+            const int m = int(item / chunks);
+            const int64_t i0 = (item % chunks) * chunk, i1 = std::min(b.count, i0 + chunk);
+            if (m != current) {
+                engines_[m]->prepare(ws);
+                current = m;
+            }
+            for (int64_t i = i0; i < i1; ++i) {
+                bool bad = false;
+                out[i * M + m] = engines_[m]->run_image(ws, b, i, bad);
+                if (bad) {
+                    int64_t cur = first_bad.load();
+                    while ((cur < 0 || i < cur) && !first_bad.compare_exchange_weak(cur, i)) {
+                    }
+                }
+            }
+        }
+    });
+    return first_bad.load();
+}
+
 // Copies image rows [y0, y1) into the padded layer-0 input, converting to float32 and
 // recentring uint8 pixels; flags NaN/inf.
 void Engine::fill_input(Workspace& ws, const ImageBatch& b, int64_t i, int y0, int y1) const {

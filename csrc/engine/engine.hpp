@@ -70,9 +70,18 @@ public:
     const char* isa() const { return k_->name; }
     bool winograd() const { return winograd_; }
     int threads() const { return pool_.size(); }
+    const std::array<int, 5>& padded_filters() const { return np_; }
+
+    // For runners that drive many engines from their own threads (PopulationEngine): a
+    // workspace large enough for padded filter counts `np_max`, shareable by engines whose
+    // padded counts do not exceed it once prepare() has laid out its zero borders for them.
+    struct Workspace;
+    static std::unique_ptr<Workspace> make_workspace(const std::array<int, 5>& np_max, int width);
+    void prepare(Workspace& ws) const;
+    // One image through the whole model on the calling thread; `bad` is set on NaN/inf.
+    float run_image(Workspace& ws, const ImageBatch& images, int64_t i, bool& bad) const;
 
 private:
-    struct Workspace;
     struct StatsAcc;
     void fill_input(Workspace& ws, const ImageBatch& b, int64_t i, int y0, int y1) const;
     // Layer-0 rows [first, last] that layer-1 output rows [r0, r1) make this workspace produce.
@@ -88,6 +97,28 @@ private:
     std::array<std::vector<float>, 4> dw_, pw_, pb_;
     float readout_bias_;
     std::vector<std::unique_ptr<Workspace>> ws_;
+    ThreadPool pool_;
+    std::mutex call_mu_;
+};
+
+// Many models on the same images: (model, image chunk) work items spread over the threads,
+// each thread with one workspace sized for the largest model, re-laid-out per model.
+class PopulationEngine {
+public:
+    PopulationEngine(const std::vector<ModelWeights>& models, const KernelTable* k, int threads,
+                     std::array<float, 3> mean, bool winograd = true);
+    ~PopulationEngine();
+
+    // out is (count, models) row-major. Returns -1 or the first image with NaN/inf.
+    int64_t predict(const ImageBatch& images, float* out);
+
+    int models() const { return int(engines_.size()); }
+    int threads() const { return pool_.size(); }
+    const char* isa() const { return engines_[0]->isa(); }
+
+private:
+    std::vector<std::unique_ptr<Engine>> engines_;
+    std::vector<std::unique_ptr<Engine::Workspace>> ws_;
     ThreadPool pool_;
     std::mutex call_mu_;
 };

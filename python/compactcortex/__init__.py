@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 from .constants import DATASET_MEAN, IMAGE_SIZE
 from .engine.plan import Plan
+from .engine.population import PopulationPredictor
 from .engine.predictor import Predictor, available_isas
 
 # name -> module that defines it; those modules import torch.
@@ -22,7 +23,7 @@ _LAZY = {
     "compile": "compactcortex.engine.compile",
 }
 
-__all__ = ["__version__", "DATASET_MEAN", "IMAGE_SIZE", "Plan", "Predictor", "available_isas", *_LAZY]
+__all__ = ["__version__", "DATASET_MEAN", "IMAGE_SIZE", "Plan", "Predictor", "PopulationPredictor", "available_isas", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine.compile import compile

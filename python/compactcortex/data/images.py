@@ -2,7 +2,8 @@
 
 Every image is a 1/f colour texture background (contrast and spectral slope vary) on which a
 random mix of shapes is painted: oriented edges and bars, curved contours (rings, arcs and disc
-boundaries), dots and soft Gaussian blobs, then a faint texture grain. The image kinds are
+boundaries), dots and soft Gaussian blobs; a last 1/f texture adds colour variation and grain
+to everything. The image kinds are
 ``texture`` (background only), ``edges``, ``curves``, ``dots``, ``blobs`` and ``composite``
 (a few of every shape). Images are 112x112 RGB uint8 with a mean near the dataset mean.
 
@@ -23,7 +24,7 @@ from ..constants import DATASET_MEAN, IMAGE_SIZE
 
 __all__ = ["procedural", "procedural_stream", "KINDS"]
 
-#: Image kinds, and the probability of each in the default mix.
+#: Image kinds, and (below) the probability of each in the default mix.
 KINDS = ("texture", "edges", "curves", "dots", "blobs", "composite")
 _KIND_P = np.array([0.2, 0.16, 0.16, 0.16, 0.16, 0.16])
 #: Shape types, painted in this order; each has at most this many shapes per image ...
@@ -36,20 +37,23 @@ _COUNTS = {
     "blobs": {"blobs": (1, 4)},
     "composite": {"blobs": (0, 2), "edges": (1, 2), "curves": (1, 2), "dots": (0, 4)},
 }
-#: Columns of an image's uniform random numbers: kind, background, shape counts, grain; then
-#: _SHAPE_PARAMS per shape slot (position, size, colour, ...).
-_U_KIND, _U_BACKGROUND, _U_COUNTS, _U_GRAIN = 0, slice(1, 16), slice(16, 20), slice(20, 25)
-_IMAGE_PARAMS = 25
-_SHAPE_PARAMS = 10
+#: (2, kinds) min and max number of shapes of each type per image, by kind.
+_COUNT_RANGE = {shape: np.array([_COUNTS.get(kind, {}).get(shape, (0, 0)) for kind in KINDS]).T
+                for shape in _MAX_SHAPES}
+#: Columns of an image's uniform random numbers: kind, background, shape counts, overlay; then
+#: _SHAPE_PARAMS per shape slot (geometry in the first 8, colour in the last 3).
+_U_KIND, _U_BACKGROUND, _U_COUNTS, _U_OVERLAY = 0, slice(1, 10), slice(10, 14), slice(14, 21)
+_IMAGE_PARAMS = 21
+_SHAPE_PARAMS = 11
 
 _S = IMAGE_SIZE
 _BANK_SIZE = 16  # textures in the bank
 _PERIOD = 256  # side of each periodic bank texture, px
 _DOT_BOX = 16  # dots are drawn in a box of this side around their centre
-_CHUNK = 8  # images rendered at a time
+_CHUNK = 16  # images rendered at a time (fastest here: fits the CPU caches)
+_FAR = 1000.0  # px: half-width of a bar that never ends inside the image
 _MEAN = np.array(DATASET_MEAN, np.float32)
-#: Unit colour directions: luminance (grey) and the two opponent axes (red-green, blue-yellow).
-_GREY = np.ones(3, np.float32) / np.sqrt(3)
+#: Unit colour directions of the two opponent axes (red-green, blue-yellow).
 _RG = np.array([1, -1, 0], np.float32) / np.sqrt(2)
 _BY = np.array([1, 1, -2], np.float32) / np.sqrt(6)
 # Pixel-centre coordinates relative to the image centre, px.
@@ -86,8 +90,8 @@ def _uniforms(seed: int, stream: int, counters: np.ndarray, n: int) -> np.ndarra
 def _texture_bank(seed: int) -> np.ndarray:
     """(16, 256+111, 256+111) float32 periodic random-phase textures of unit variance.
 
-    Texture ``k`` has amplitude spectrum ``f**-a_k`` (a_k from 0.8 to 1.5: power-spectrum slopes
-    -1.6 to -3.0 around natural images' -2); odd ``k`` are also anisotropic (power concentrated
+    Texture ``k`` has amplitude spectrum ``f**-a_k`` (a_k from 0.75 to 1.35: power-spectrum slopes
+    -1.5 to -2.7 around natural images' -2); odd ``k`` are also anisotropic (power concentrated
     around one random orientation). Each is wrap-padded so any 112x112 window is a plain slice.
     """
     u = _uniforms(seed, _STREAM_BANK, np.arange(_BANK_SIZE), _PERIOD * (_PERIOD // 2 + 1) + 2)
@@ -96,12 +100,12 @@ def _texture_bank(seed: int) -> np.ndarray:
     f = np.hypot(fy, fx)
     f[0, 0] = np.inf  # no DC
     theta = np.arctan2(fy, fx)
-    exponents = np.linspace(0.8, 1.5, _BANK_SIZE)
+    exponents = np.linspace(0.75, 1.35, _BANK_SIZE)
     bank = np.empty((_BANK_SIZE, _PERIOD + _S - 1, _PERIOD + _S - 1), np.float32)
     for k in range(_BANK_SIZE):
         amp = f ** -exponents[k]
         if k % 2:
-            kappa, preferred = 1.0 + 3.0 * u[k, -2], np.pi * u[k, -1]
+            kappa, preferred = 0.5 + 2.0 * u[k, -2], np.pi * u[k, -1]
             amp = amp * np.exp(kappa * (np.cos(2 * (theta - preferred)) - 1))
         phase = 2 * np.pi * u[k, :-2].reshape(f.shape)
         tex = np.fft.irfft2(amp * np.exp(1j * phase), s=(_PERIOD, _PERIOD))
@@ -110,108 +114,121 @@ def _texture_bank(seed: int) -> np.ndarray:
 
 
 def _windows(bank: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """(N, 112, 112) float32 texture windows; u (N, 4) picks texture, offset and flips."""
+    """(N, 112, 112) float32 texture windows; u (N, 4) picks texture, offset and a vertical flip."""
     n = len(u)
     which = (u[:, 0] * _BANK_SIZE).astype(int)
     oy, ox = (u[:, 1] * _PERIOD).astype(int), (u[:, 2] * _PERIOD).astype(int)
-    flips = (u[:, 3] * 4).astype(int)
+    flip = u[:, 3] < 0.5
     out = np.empty((n, _S, _S), np.float32)
     for i in range(n):
         w = bank[which[i], oy[i]:oy[i] + _S, ox[i]:ox[i] + _S]
-        out[i] = w[::-1 if flips[i] & 1 else 1, ::-1 if flips[i] & 2 else 1]
+        out[i] = w[::-1] if flip[i] else w  # (flipping rows keeps the copy contiguous: fast)
     return out
 
 
 # --- shapes ------------------------------------------------------------------------------------
+# Each shape function takes the shapes' uniforms u (K, _SHAPE_PARAMS) float64 and returns a
+# (K, 112, 112) float32 map; per-shape scalars become (K, 1, 1) float32 columns.
+
+
+def _col(x: np.ndarray) -> np.ndarray:
+    """(K,) -> (K, 1, 1) float32, to broadcast per-shape scalars over an image."""
+    return x.astype(np.float32)[:, None, None]
 
 
 def _colour(u: np.ndarray, spread: float, chroma: float) -> np.ndarray:
-    """(K, 3) RGB colours around the dataset mean; u (K, 3) in [0, 1)."""
+    """(K, 3) float32 RGB colours around the dataset mean; u (K, 3) in [0, 1).
+
+    Luminance offsets are uniform in +-spread (per channel), chroma up to ``chroma`` along a
+    random opponent direction.
+    """
     lum = (2 * u[:, 0] - 1) * spread
     angle = 2 * np.pi * u[:, 1]
     sat = chroma * u[:, 2]
     opp = np.cos(angle)[:, None] * _RG + np.sin(angle)[:, None] * _BY
-    return (_MEAN + np.sqrt(3) * lum[:, None] * _GREY + sat[:, None] * opp).astype(np.float32)
+    return (_MEAN + lum[:, None] + sat[:, None] * opp).astype(np.float32)
 
 
-def _ramp(sdf: np.ndarray, softness: np.ndarray) -> np.ndarray:
-    """Coverage in [0, 1] from a signed distance (px, negative inside), antialiased over ``softness`` px."""
-    a = sdf * (-1.0 / softness)[:, None, None].astype(np.float32)
-    a += 0.5
+def _band_alpha(dist: np.ndarray, half_width: np.ndarray, softness: np.ndarray) -> np.ndarray:
+    """Coverage in [0, 1] of the band |dist| < half_width (px), antialiased over ``softness`` px.
+
+    ``dist`` (K, H, W) is overwritten with the result.
+    """
+    a = np.abs(dist, out=dist)
+    a *= _col(-1.0 / softness)
+    a += _col(half_width / softness + 0.5)
     return np.clip(a, 0.0, 1.0, out=a)
 
 
-def _paint(img: np.ndarray, alpha: np.ndarray, colour: np.ndarray) -> None:
-    """Occlude: img = img + alpha * (colour - img), in place; img (K,3,H,W), alpha (K,H,W), colour (K,3)."""
-    t = colour[:, :, None, None] - img
-    t *= alpha[:, None]
-    img += t
-
-
 def _edge_alpha(u: np.ndarray) -> np.ndarray:
-    """(K,112,112) coverage of half-planes (u[:,0] < 0.5) or bars: a straight edge or two."""
-    phi = np.pi * 2 * u[:, 1]
-    offset = (u[:, 2] - 0.5) * 70
-    s = (_COORD[None, None, :] * np.cos(phi)[:, None, None].astype(np.float32)
-         + _COORD[None, :, None] * np.sin(phi)[:, None, None].astype(np.float32))
-    s -= offset[:, None, None].astype(np.float32)
-    bar = u[:, 0] >= 0.5
-    half_width = (1.0 + 12.0 * u[:, 3] ** 2).astype(np.float32)
-    s[bar] = np.abs(s[bar]) - half_width[bar][:, None, None]
-    return _ramp(s, 0.6 + 2.5 * u[:, 4] ** 2)
+    """Straight edges: half-planes (u[:,0] < 0.5) or bars 2-26 px wide, any orientation.
+
+    A half-plane is drawn as a bar too wide to end inside the image.
+    """
+    phi = 2 * np.pi * u[:, 1]
+    offset = (u[:, 2] - 0.5) * 70  # distance of the edge (bar centre) from the image centre, px
+    half_plane = u[:, 0] < 0.5
+    half_width = np.where(half_plane, _FAR, 1.0 + 12.0 * u[:, 3] ** 2)
+    centre = offset - np.where(half_plane, _FAR, 0.0)
+    dist = _COORD[None, None, :] * _col(np.cos(phi)) - _col(centre)
+    dist = dist + _COORD[None, :, None] * _col(np.sin(phi))
+    return _band_alpha(dist, half_width, 0.6 + 2.5 * u[:, 4] ** 2)
 
 
 def _curve_alpha(u: np.ndarray) -> np.ndarray:
-    """(K,112,112) coverage of curved contours: ring arcs (u[:,0] < 0.7) or disc boundaries."""
+    """Curved contours: arcs of rings 1.4-6 px thick (u[:,0] < 0.7) or of disc boundaries.
+
+    Radii 6-66 px; the arc spans a half-angle of 30-180 degrees around a random direction. A disc
+    of radius R is drawn as a ring from 0 to R.
+    """
     cx, cy = (u[:, 1] - 0.5) * 110, (u[:, 2] - 0.5) * 110
-    radius = (6 + 60 * u[:, 3] ** 1.5).astype(np.float32)
-    dx = _COORD[None, None, :] - cx[:, None, None].astype(np.float32)
-    dy = _COORD[None, :, None] - cy[:, None, None].astype(np.float32)
-    r = np.sqrt(dx * dx + dy * dy)
-    s = r - radius[:, None, None]
+    radius = 6 + 60 * u[:, 3] ** 1.5
     ring = u[:, 0] < 0.7
-    half_width = (0.7 + 2.5 * u[:, 4]).astype(np.float32)
-    s[ring] = np.abs(s[ring]) - half_width[ring][:, None, None]
-    alpha = _ramp(s, 0.6 + 1.5 * u[:, 5] ** 2)
-    # Arcs: keep the directions within a half-angle of pi/6 .. pi around a random direction.
+    half_width = np.where(ring, 0.7 + 2.5 * u[:, 4], radius / 2)
+    mid = np.where(ring, radius, radius / 2)
+    dx = _COORD[None, None, :] - _col(cx)
+    dy = _COORD[None, :, None] - _col(cy)
+    r = dx * dx + dy * dy
+    r = np.sqrt(r, out=r)
+    alpha = _band_alpha(r - _col(mid), half_width, 0.6 + 1.5 * u[:, 5] ** 2)
     psi = 2 * np.pi * u[:, 6]
-    cos_half = np.cos(np.pi / 6 + 5 * np.pi / 6 * u[:, 7])
-    along = dx * np.cos(psi)[:, None, None].astype(np.float32) + dy * np.sin(psi)[:, None, None].astype(np.float32)
-    alpha *= np.clip(along - r * cos_half[:, None, None].astype(np.float32) + 0.5, 0.0, 1.0)
-    return alpha
+    along = dx * _col(np.cos(psi)) + 1.0 + dy * _col(np.sin(psi))  # (K, H, W)
+    r *= _col(np.cos(np.pi / 6 + 5 * np.pi / 6 * u[:, 7]))
+    along -= r  # > 0 within the arc's angle; >= 1 everywhere for a full circle
+    return np.minimum(alpha, along, out=alpha).clip(0.0, 1.0, out=alpha)
 
 
 def _blob_gain(u: np.ndarray) -> np.ndarray:
-    """(K,112,112) elongated Gaussian blob profiles with peak 1 (sigmas 3-25 px)."""
+    """Axis-aligned Gaussian blobs with peak 1, sigmas 3-25 px along x and y."""
     cx, cy = (u[:, 1] - 0.5) * 100, (u[:, 2] - 0.5) * 100
-    s1, s2 = 3 + 22 * u[:, 3], 3 + 22 * u[:, 4]
-    phi = np.pi * u[:, 5]
-    dx = _COORD[None, None, :] - cx[:, None, None].astype(np.float32)
-    dy = _COORD[None, :, None] - cy[:, None, None].astype(np.float32)
-    c, s = np.cos(phi)[:, None, None].astype(np.float32), np.sin(phi)[:, None, None].astype(np.float32)
-    a = (dx * c + dy * s) * (1 / s1)[:, None, None].astype(np.float32)
-    b = (dy * c - dx * s) * (1 / s2)[:, None, None].astype(np.float32)
-    q = a * a
-    q += b * b
-    q *= -0.5
-    return np.exp(q, out=q)
+    gx = (_COORD[None, None, :] - _col(cx)) * _col(1 / (3 + 22 * u[:, 3]))
+    gy = (_COORD[None, :, None] - _col(cy)) * _col(1 / (3 + 22 * u[:, 4]))
+    return np.exp(-0.5 * gx * gx) * np.exp(-0.5 * gy * gy)
+
+
+def _paint(img: np.ndarray, alpha: np.ndarray, colour: np.ndarray) -> None:
+    """Occlude in place: img = img + alpha * (colour - img); img (3,H,W), alpha (H,W), colour (3,)."""
+    t = colour[:, None, None] - img
+    t *= alpha
+    img += t
 
 
 def _draw_shapes(img: np.ndarray, active: np.ndarray, kind: str, u: np.ndarray, colour: np.ndarray) -> None:
-    """Draw one shape of ``kind`` on the images ``active`` of img (N,3,112,112), in place.
+    """Draw one shape of ``kind`` on each of the images ``active`` of img (N,3,112,112), in place.
 
-    u (K, _SHAPE_PARAMS) are the shapes' uniforms and colour (K, 3) their RGB colours.
+    u (K, _SHAPE_PARAMS) are the shapes' uniforms and colour (K, 3) their RGB colours; blobs
+    add a light or dark patch, the other shapes occlude.
     """
     if kind == "dots":
         _draw_dots(img, active, u, colour)
-        return
-    part = img if len(active) == len(img) else img[active]
-    if kind == "blobs":  # additive light or dark patches
-        part += _blob_gain(u)[:, None] * (colour - _MEAN)[:, :, None, None]
+    elif kind == "blobs":
+        gain = _blob_gain(u)
+        for j, i in enumerate(active):
+            img[i] += gain[j] * (colour[j] - _MEAN)[:, None, None]
     else:
-        _paint(part, _edge_alpha(u) if kind == "edges" else _curve_alpha(u), colour)
-    if part is not img:
-        img[active] = part
+        alpha = _edge_alpha(u) if kind == "edges" else _curve_alpha(u)
+        for j, i in enumerate(active):
+            _paint(img[i], alpha[j], colour[j])
 
 
 def _draw_dots(img: np.ndarray, active: np.ndarray, u: np.ndarray, colour: np.ndarray) -> None:
@@ -220,13 +237,12 @@ def _draw_dots(img: np.ndarray, active: np.ndarray, u: np.ndarray, colour: np.nd
     x0 = (u[:, 2] * (_S - _DOT_BOX + 1)).astype(int)
     centre = (_DOT_BOX - 1) / 2 + (u[:, 3:5] - 0.5) * 2  # within 1 px of the box centre
     d = np.arange(_DOT_BOX, dtype=np.float32)
-    dy = d[None, :, None] - centre[:, 0, None, None].astype(np.float32)
-    dx = d[None, None, :] - centre[:, 1, None, None].astype(np.float32)
-    radius = (1.0 + 5.0 * u[:, 5] ** 1.5).astype(np.float32)
-    alpha = _ramp(np.sqrt(dx * dx + dy * dy) - radius[:, None, None], 0.6 + 0.8 * u[:, 6])
+    dy = d[None, :, None] - _col(centre[:, 0])
+    dx = d[None, None, :] - _col(centre[:, 1])
+    radius = 1.0 + 5.0 * u[:, 5] ** 1.5
+    alpha = _band_alpha(np.sqrt(dx * dx + dy * dy) - _col(radius / 2), radius / 2, 0.6 + 0.8 * u[:, 6])
     for j, i in enumerate(active):
-        box = img[i:i + 1, :, y0[j]:y0[j] + _DOT_BOX, x0[j]:x0[j] + _DOT_BOX]
-        _paint(box, alpha[j:j + 1], colour[j:j + 1])
+        _paint(img[i, :, y0[j]:y0[j] + _DOT_BOX, x0[j]:x0[j] + _DOT_BOX], alpha[j], colour[j])
 
 
 # --- images ------------------------------------------------------------------------------------
@@ -244,24 +260,31 @@ def _choose_kinds(u: np.ndarray, kinds: Sequence[str] | None) -> np.ndarray:
     return np.minimum(np.searchsorted(cdf, u, side="right"), len(KINDS) - 1)
 
 
-def _background(bank: np.ndarray, kind: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """(N,3,112,112) float32 colour 1/f textures: a luminance and an opponent-colour window.
+def _background(bank: np.ndarray, kind: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N,3,112,112) float32 grey-level 1/f textures around a mean colour, and their (N,) contrasts.
 
-    RMS luminance contrast 8-70 (scaled by 0.1-1 behind shapes), colour contrast 10-50% of it,
-    mean colour around the dataset mean.
+    u (N, 9). RMS contrast 8-70 per channel (scaled by 0.1-1 behind shapes); mean colour within
+    +-40 grey levels (and 25 of chroma) of the dataset mean.
     """
     lum = _windows(bank, u[:, 0:4])
-    chroma = _windows(bank, u[:, 4:8])
-    contrast = 8 + 62 * u[:, 8]
-    contrast *= np.where(kind == 0, 1.0, 0.1 + 0.9 * u[:, 9])
-    angle = 2 * np.pi * u[:, 10]
+    contrast = (8 + 62 * u[:, 4]) * np.where(kind == 0, 1.0, 0.1 + 0.9 * u[:, 5])
+    lum *= _col(contrast)
+    mean = _colour(u[:, 6:9], 40.0, 25.0)
+    return lum[:, None] + mean[:, :, None, None], contrast
+
+
+def _add_overlay(img: np.ndarray, bank: np.ndarray, lum_contrast: np.ndarray, u: np.ndarray) -> None:
+    """Add one 1/f texture window as colour variation and grain over everything, in place.
+
+    img (N,3,112,112); lum_contrast (N,) the background's RMS contrast; u (N, 7). The window
+    varies the colour along a random opponent direction (RMS 10-35% of ``lum_contrast``) and the
+    luminance by a faint grain (RMS 1.5-7.5 per channel), texturing the shapes' surfaces too.
+    """
+    tex = _windows(bank, u[:, 0:4])
+    angle = 2 * np.pi * u[:, 4]
     opp = np.cos(angle)[:, None] * _RG + np.sin(angle)[:, None] * _BY  # (N, 3)
-    chroma_contrast = contrast * (0.1 + 0.4 * u[:, 11])
-    mean = _colour(u[:, 12:15], 40.0, 25.0)
-    img = (lum[:, None] * (contrast[:, None] * _GREY).astype(np.float32)[:, :, None, None]
-           + chroma[:, None] * (chroma_contrast[:, None] * opp).astype(np.float32)[:, :, None, None])
-    img += mean[:, :, None, None]
-    return img
+    weights = (lum_contrast * (0.1 + 0.25 * u[:, 5]))[:, None] * opp + (1.5 + 6 * u[:, 6])[:, None]
+    img += tex[:, None] * weights.astype(np.float32)[:, :, None, None]
 
 
 def procedural(n: int, seed: int, start: int = 0, kinds: Sequence[str] | None = None) -> np.ndarray:
@@ -294,7 +317,7 @@ def procedural(n: int, seed: int, start: int = 0, kinds: Sequence[str] | None = 
 def _render(bank: np.ndarray, kind: np.ndarray, u: np.ndarray) -> np.ndarray:
     """(N,3,112,112) float32 unclipped images from their kinds (N,) and uniforms (N, columns)."""
     n = len(u)
-    img = _background(bank, kind, u[:, _U_BACKGROUND])
+    img, contrast = _background(bank, kind, u[:, _U_BACKGROUND])
     shape_u = u[:, _IMAGE_PARAMS:].reshape(n, -1, _SHAPE_PARAMS)
     colours = _colour(shape_u[..., -3:].reshape(-1, 3), 110.0, 50.0).reshape(n, -1, 3)
     first = 0
@@ -305,24 +328,14 @@ def _render(bank: np.ndarray, kind: np.ndarray, u: np.ndarray) -> np.ndarray:
             if len(active):
                 _draw_shapes(img, active, shape, shape_u[active, first + slot], colours[active, first + slot])
         first += max_count
-    _add_grain(img, bank, u[:, _U_GRAIN])
+    _add_overlay(img, bank, contrast, u[:, _U_OVERLAY])
     return img
-
-
-def _add_grain(img: np.ndarray, bank: np.ndarray, u: np.ndarray) -> None:
-    """Add a faint luminance 1/f texture (RMS 1.5-7.5 per channel) to img (N,3,112,112); u (N, 5)."""
-    grain = _windows(bank, u[:, :4])
-    grain *= (1.5 + 6 * u[:, 4])[:, None, None].astype(np.float32)
-    img += grain[:, None]
 
 
 def _shape_counts(kind: np.ndarray, shape: str, u: np.ndarray) -> np.ndarray:
     """(N,) number of shapes of type ``shape`` per image, from its kind and a uniform u (N,)."""
-    lo = np.zeros(len(KINDS), int)
-    hi = np.full(len(KINDS), -1)
-    for k, name in enumerate(KINDS):
-        lo[k], hi[k] = _COUNTS.get(name, {}).get(shape, (0, -1))
-    return np.where(hi[kind] >= 0, lo[kind] + (u * (hi[kind] - lo[kind] + 1)).astype(int), 0)
+    lo, hi = _COUNT_RANGE[shape][:, kind]
+    return lo + (u * (hi - lo + 1)).astype(int)
 
 
 def procedural_stream(batch: int, seed: int, start: int = 0,

@@ -94,8 +94,7 @@ class Predictor:
             ValueError: wrong shape, empty batch, or an image holding NaN or infinity.
             TypeError: unsupported dtype or array type.
         """
-        if hasattr(images, "detach") and hasattr(images, "__dlpack__"):  # torch tensor
-            images = images.detach()
+        images = _detach(images)
         n = _batch_size(images)
         if out is None:
             out = np.empty(n, dtype=np.float32)
@@ -114,6 +113,11 @@ class Predictor:
         return out
 
     __call__ = predict
+
+
+def _detach(images: Any) -> Any:
+    """A torch tensor without autograd history (DLPack refuses tensors that require grad)."""
+    return images.detach() if hasattr(images, "detach") and hasattr(images, "__dlpack__") else images
 
 
 def _batch_size(images: Any) -> int:

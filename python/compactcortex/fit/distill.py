@@ -71,7 +71,8 @@ def fine_tune(student: CompactModel, teacher: Teacher, neuron: int | None, strea
     (measured on the first batches). The learning rate decays with a cosine schedule. With
     ``checkpoint``, the state is saved atomically every ``checkpoint_every`` steps and at the end, and an existing
     checkpoint is resumed. ``mask`` (parameter name -> 0/1 tensor) keeps pruned weights at zero;
-    ``init_bias`` starts the readout bias at the teacher's mean response. Returns
+    ``init_bias`` starts a fresh student at the teacher's mean response (readout bias = mean,
+    readout weights = 0). Returns
     ``{"steps", "final_loss"}``.
     """
     opt = torch.optim.Adam(student.parameters(), lr=lr)
@@ -85,9 +86,10 @@ def fine_tune(student: CompactModel, teacher: Teacher, neuron: int | None, strea
     else:
         probe = torch.cat([teacher_targets(teacher, stream(PROBE_STEP + i), neuron) for i in range(4)])
         start, scale, losses = 0, float(probe.std().clamp_min(1e-6)), []
-        if init_bias:
+        if init_bias:  # a fresh student starts at the teacher's mean response, not at a random offset
             with torch.no_grad():
                 student.readout.bias.fill_(float(probe.mean()))
+                student.readout.weight.zero_()
 
     def save(step):
         if checkpoint:

@@ -1,0 +1,208 @@
+"""Whole-population prediction: all models of a session on the same images.
+
+Competitors, in one process, interleaved (each round times every competitor once, in a shuffled
+order): ``population`` (compactcortex.PopulationPredictor, one call), ``engine_loop`` (our
+single-model Predictor, model after model), ``openvino_f32_loop`` and ``onnxruntime_loop``
+(one compiled model per neuron, run one after another) and ``torch_eager_loop`` (the
+CompactModels one after another). Reported: image x neuron predictions per second, the ratio
+population speed / competitor speed, the max error against each model's float64 PyTorch output
+(relative to that model's output scale), and the fraction of the CPU's measured float32
+matrix-multiply rate (``torch.mm``) that the direct-convolution multiply-adds represent.
+
+Models: the published models of ``--session`` (default 190923: 33 models) from ../shared/data/v4,
+or, where that data is absent, 33 random models with filter counts in the published ranges.
+
+    python benchmarks/bench_population.py               # 64 and 512 images, 2 threads
+    python benchmarks/bench_population.py --quick       # smoke test
+
+PyTorch eager is slow (~20 ms per image and model here); at 512 images it is skipped unless
+``--torch-all`` is given. JSON: benchmarks/results/bench_population_latest.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_inference as bi  # noqa: E402  (shared helpers: ONNX export, runners, timing)
+
+import compactcortex as cc  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / ".." / "shared" / "data" / "v4"
+
+
+def load_models(session: str) -> tuple[list[torch.nn.Module], str]:
+    try:
+        return cc.load_published_session(DATA, session), f"published models of session {session}"
+    except ValueError:
+        rng = np.random.default_rng(0)
+        filters = [(int(rng.integers(15, 59)), int(rng.integers(3, 78)), int(rng.integers(3, 75)),
+                    int(rng.integers(3, 47)), int(rng.integers(3, 12))) for _ in range(33)]
+        from compactcortex.bench import random_published_like_model
+
+        return [random_published_like_model(f, seed=i) for i, f in enumerate(filters)], \
+            "33 random models with published-range filter counts (data absent)"
+
+
+def build(name: str, models, plans, x_nhwc, x_nchw, threads: int, onnx_paths) -> bi.Runner:
+    n, m = len(x_nhwc), len(models)
+    if name == "population":
+        pop = cc.PopulationPredictor(plans, threads=threads)
+        out = np.empty((n, m), np.float32)
+        return bi.Runner(lambda: pop.predict(x_nhwc, out=out), lambda: out)
+    if name == "engine_loop":
+        preds = [cc.Predictor(p, threads=threads) for p in plans]
+        outs = np.empty((m, n), np.float32)
+
+        def call():
+            for p, o in zip(preds, outs):
+                p.predict(x_nhwc, out=o)
+        return bi.Runner(call, lambda: outs.T)
+    if name == "torch_eager_loop":
+        torch.set_num_threads(threads)
+        xt = torch.from_numpy(x_nchw)
+        res: list = []
+
+        def call():
+            with torch.inference_mode():
+                res[:] = [torch.stack([mod(xt) for mod in models], 1)]
+        return bi.Runner(call, lambda: res[0].numpy())
+    if name == "openvino_f32_loop":
+        import openvino as ov
+        import openvino.properties as props
+        import openvino.properties.hint as hints
+
+        core = ov.Core()
+        reqs = []
+        for path in onnx_paths:
+            model = core.read_model(str(path))
+            model.reshape({0: list(x_nchw.shape)})
+            compiled = core.compile_model(model, "CPU", {props.inference_num_threads: threads,
+                                                         hints.performance_mode: hints.PerformanceMode.LATENCY,
+                                                         hints.inference_precision: ov.Type.f32})
+            reqs.append(compiled.create_infer_request())
+
+        def call():
+            for r in reqs:
+                r.infer({0: x_nchw}, share_inputs=True)
+        return bi.Runner(call, lambda: np.stack([r.get_output_tensor(0).data.reshape(-1) for r in reqs], 1))
+    if name == "onnxruntime_loop":
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        sessions = [ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for p in onnx_paths]
+        res = []
+
+        def call():
+            res[:] = [np.stack([s.run(None, {"x": x_nchw})[0].reshape(-1) for s in sessions], 1)]
+        return bi.Runner(call, lambda: res[0])
+    raise ValueError(name)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] + " Units: image x neuron predictions "
+                                 "per second; ratio = population speed / competitor speed (> 1: population faster).")
+    ap.add_argument("--session", default="190923")
+    ap.add_argument("--images", type=int, nargs="+", default=[64, 512])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--torch-all", action="store_true", help="also time PyTorch eager at more than 64 images")
+    ap.add_argument("--quick", action="store_true", help="8 images, 1 round, first 6 models")
+    args = ap.parse_args()
+    models, source = load_models(args.session)
+    if args.quick:
+        models, args.images, args.rounds = models[:6], [8], 1
+    models = [mod.float().eval() for mod in models]
+    plans = [cc.compile(mod) for mod in models]
+    names = ["population", "engine_loop", "openvino_f32_loop", "onnxruntime_loop", "torch_eager_loop"]
+    tmp = Path(tempfile.mkdtemp(prefix="bench_population_"))
+    onnx_paths, onnx_error = [], None
+    for i, mod in enumerate(tqdm(models, desc="ONNX export", leave=False)):
+        (tmp / f"m{i}").mkdir()
+        path, err, _ = bi.export_onnx(mod, tmp / f"m{i}")
+        if path is None:
+            onnx_error = err
+            break
+        onnx_paths.append(path)
+    settings = []
+    mm = bi.matmul_runner(args.threads)
+    bi.warm_up(mm)
+    for n in args.images:
+        rng = np.random.default_rng(n)
+        x = rng.normal(0, bi.PIXEL_STD, (n, 112, 112, 3)).astype(np.float32)
+        xc = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        with torch.inference_mode():
+            ref = torch.stack([mod.double()(torch.from_numpy(xc).double()) for mod in models], 1).numpy()
+        for mod in models:
+            mod.float()
+        runners, errors, record = {}, {}, {}
+        for name in names:
+            if name == "torch_eager_loop" and n > 64 and not args.torch_all:
+                errors[name] = "skipped (slow; --torch-all to include)"
+                continue
+            if name in ("openvino_f32_loop", "onnxruntime_loop") and onnx_error:
+                errors[name] = f"ONNX export failed: {onnx_error}"
+                continue
+            try:
+                r = build(name, models, plans, x, xc, args.threads, onnx_paths)
+                bi.warm_up(r)
+                r.calls = 1
+                out = np.asarray(r.output(), np.float64)
+                record[name] = {"max_rel_error": float((np.abs(out - ref) / np.abs(ref).max(0)).max())}
+                runners[name] = r
+            except Exception as e:  # noqa: BLE001 - a failing competitor is reported, not fatal
+                errors[name] = bi.error_text(e)
+        samples = {k: [] for k in runners}
+        mm_samples = []
+        order = list(runners)
+        for rnd in tqdm(range(args.rounds), desc=f"{n} images", leave=False):
+            random.Random(rnd).shuffle(order)
+            for k in order:
+                samples[k].append(bi.time_sample(runners[k]))
+            mm_samples.append(bi.time_sample(mm))
+        flops = 2 * bi.MATMUL_N ** 3 / statistics.median(mm_samples)
+        macs = sum(p.macs_per_image() for p in plans)
+        for k, v in samples.items():
+            t = statistics.median(v)
+            record[k].update(seconds=t, samples_s=v, predictions_per_s=n * len(models) / t,
+                             matmul_fraction=2 * macs * n / t / flops)
+        for k in record:
+            if "predictions_per_s" in record[k]:
+                record[k]["population_ratio"] = record["population"]["predictions_per_s"] / record[k]["predictions_per_s"]
+        settings.append({"images": n, "threads": args.threads, "matmul_gflops": flops / 1e9, "results": record,
+                         "errors": errors})
+        print(f"\n{n} images x {len(models)} models, {args.threads} threads (matmul {flops / 1e9:.1f} GFLOP/s)")
+        print(f"{'competitor':<20} {'pred/s':>9} {'population x':>12} {'%matmul':>8} {'max rel err':>11}")
+        for k, r in record.items():
+            if "predictions_per_s" in r:
+                print(f"{k:<20} {r['predictions_per_s']:>9.0f} {r['population_ratio']:>12.2f} "
+                      f"{100 * r['matmul_fraction']:>7.1f}% {r['max_rel_error']:>11.1e}")
+        for k, e in errors.items():
+            print(f"{k:<20} {e[:90]}")
+    result = {"models": source, "num_models": len(models), "isa": cc.available_isas()[0],
+              "cpu": bi.cpu_model(), "settings": settings}
+    out = REPO / "benchmarks" / "results" / "bench_population_latest.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmpf = tempfile.mkstemp(dir=out.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(result, f, indent=1)
+    os.replace(tmpf, out)
+    print(f"JSON: {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""CudaPredictor: compact-model inference on an NVIDIA GPU through the CUDA engine.
+
+The CUDA engine is the optional extension module ``compactcortex._engine_cuda``, built when a
+CUDA compiler is present at build time. It links the CUDA runtime statically, so it imports on
+any machine; :func:`cuda_available` says whether it can run here and :func:`cuda_status` why not.
+
+Neither this module nor the extension imports torch; torch is imported only when
+:meth:`CudaPredictor.predict` is given a torch tensor.
+
+Example::
+
+    from compactcortex.engine.cuda import CudaPredictor, cuda_available
+    if cuda_available():
+        pred = CudaPredictor(plans)               # a Plan, or a list of Plans (a population)
+        y = pred.predict(images_cuda_tensor)      # torch CUDA tensor in, (N, models) tensor out
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .plan import Plan
+
+__all__ = ["CudaPredictor", "cuda_available", "cuda_status"]
+
+_MODULE = "compactcortex._engine_cuda"
+_DTYPES = ("float32", "float64", "uint8")
+_status: str | None = None
+
+
+def _module():
+    """The extension module, or None where it was not built or does not import."""
+    try:
+        return importlib.import_module(_MODULE)
+    except ImportError:
+        return None
+
+
+def cuda_status() -> str:
+    """Whether the CUDA engine can run here, in words.
+
+    One of ``"available: <device name> (...)"``, ``"not built: no CUDA compiler at build
+    time ..."``, ``"not importable: <error>"`` or ``"no CUDA device: <driver error>"``.
+    """
+    global _status
+    if _status is None:
+        _status = _probe()
+    return _status
+
+
+def cuda_available() -> bool:
+    """True where the CUDA engine was built and a CUDA device is usable."""
+    return cuda_status().startswith("available:")
+
+
+def _probe() -> str:
+    try:
+        spec = importlib.util.find_spec(_MODULE)
+    except (ImportError, ValueError):  # pragma: no cover - broken installs
+        spec = None
+    if spec is None:
+        return ("not built: no CUDA compiler at build time (or built with COMPACTCORTEX_CUDA=OFF); "
+                "rebuild with nvcc on PATH to get compactcortex._engine_cuda")
+    try:
+        mod = importlib.import_module(_MODULE)
+    except ImportError as e:
+        return f"not importable: {e}"
+    count, error = mod.device_count()
+    if count < 0:
+        if mod.driver_version() == 0:
+            error += " (no NVIDIA driver found)"
+        else:
+            error += (f" (driver supports CUDA {_version(mod.driver_version())}, the module needs "
+                      f"{_version(mod.runtime_version())})")
+        return f"no CUDA device: {error}"
+    if count == 0:
+        return "no CUDA device: the CUDA runtime found no devices"
+    return (f"available: {mod.device_name(0)} (compute capability {mod.device_capability(0)}, "
+            f"{count} device{'s' if count > 1 else ''}, CUDA runtime {_version(mod.runtime_version())}, "
+            f"driver {_version(mod.driver_version())})")
+
+
+def _version(v: int) -> str:
+    return f"{v // 1000}.{v % 1000 // 10}"
+
+
+def _as_plan(m: Any) -> Plan:
+    if isinstance(m, Plan):
+        return m
+    if isinstance(m, (str, Path)):
+        return Plan.load(m)
+    from .compile import compile
+
+    return compile(m)
+
+
+def _is_torch(x: Any) -> bool:
+    return type(x).__module__.split(".")[0] == "torch" and hasattr(x, "is_cuda")
+
+
+def _check_shape(shape: tuple, dtype_name: str) -> int:
+    if dtype_name not in _DTYPES:
+        raise TypeError(f"images: dtype must be float32 (recentred pixels), float64 or uint8 (raw "
+                        f"pixels 0-255), got {dtype_name}")
+    if len(shape) != 4 or not (shape[1:] == (112, 112, 3) or shape[1:] == (3, 112, 112)):
+        raise ValueError(f"images: expected shape (N,112,112,3) or (N,3,112,112), got {shape}")
+    if shape[0] == 0:
+        raise ValueError("images: empty batch (N = 0)")
+    return int(shape[0])
+
+
+class CudaPredictor:
+    """Predict one compact model's, or a population's, responses on an NVIDIA GPU.
+
+    Args:
+        plan_or_plans: a :class:`Plan`, a path to a saved Plan or a ``CompactModel`` (compiled
+            here, which needs torch); or a list of these (a population: the models may differ in
+            their filter counts; all must share the input mean).
+        device: CUDA device index.
+        workspace_mb: device memory for feature maps. Work runs in chunks of (model, image) pairs
+            that fit it; more gives fewer, larger kernel launches. The workspace is allocated on
+            the first call and grows only for larger batches.
+
+    Kernels are float32 (fixed summation order: results repeat exactly run to run) and agree
+    with the CPU engine to ~1e-6 of the output scale. Calls from several threads are safe; work
+    of consecutive calls is ordered on the device even across streams.
+    """
+
+    def __init__(self, plan_or_plans: Any, device: int = 0, workspace_mb: float = 256) -> None:
+        self._single = not isinstance(plan_or_plans, (list, tuple))
+        plans = [_as_plan(p) for p in ([plan_or_plans] if self._single else plan_or_plans)]
+        if not plans:
+            raise ValueError("CudaPredictor needs at least one model")
+        means = {p.mean for p in plans}
+        if len(means) > 1:
+            raise ValueError(f"all models must share one input mean, got {sorted(means)}")
+        if workspace_mb <= 0:
+            raise ValueError(f"workspace_mb must be > 0, got {workspace_mb}")
+        if not cuda_available():
+            raise RuntimeError(f"the CUDA engine cannot run here: {cuda_status()}")
+        mod = _module()
+        self.plans = plans
+        self._runner = mod.Runner(
+            [(p.nums_filters, p.w0, p.b0, list(p.dw), list(p.pw), list(p.pb), p.readout, p.readout_bias)
+             for p in plans], plans[0].mean, int(device), int(workspace_mb * (1 << 20)))
+
+    @property
+    def plan(self) -> Plan:
+        """The (first) model's plan."""
+        return self.plans[0]
+
+    @property
+    def num_models(self) -> int:
+        return len(self.plans)
+
+    @property
+    def device(self) -> int:
+        return self._runner.device
+
+    @property
+    def max_pairs(self) -> int:
+        """(model, image) pairs per chunk of kernel launches (set by ``workspace_mb``)."""
+        return self._runner.max_pairs
+
+    @property
+    def device_bytes(self) -> int:
+        """Device memory held now: weights and workspace."""
+        return self._runner.device_bytes
+
+    def macs_per_image(self) -> int:
+        return sum(p.macs_per_image() for p in self.plans)
+
+    def predict(self, images: Any, out: Any = None, check_finite: bool = True) -> Any:
+        """Predicted responses: (N,) float32 for one model, (N, models) for a list of models.
+
+        Args:
+            images: (N, 112, 112, 3) or (N, 3, 112, 112); float32 / float64 recentred pixels
+                (pixel minus the dataset mean) or uint8 raw pixels 0-255 (recentred here).
+                A torch CUDA tensor (on this predictor's device) is read in place, with any
+                strides (zero-copy via DLPack), and the work is enqueued on the current torch
+                stream of that device; the result is a torch CUDA tensor. A numpy array (or a
+                torch CPU tensor) is copied to the device; the result is a numpy array.
+            out: optional preallocated result of the shape above, float32, C-contiguous: a
+                torch CUDA tensor for CUDA input, a numpy array otherwise.
+            check_finite: raise ValueError if an image holds NaN or infinity. This waits for
+                the stream (for CUDA input); with False the call returns as soon as the work is
+                enqueued, and such images give NaN outputs.
+
+        Raises:
+            ValueError: wrong shape, empty batch, wrong device, or (check_finite) non-finite
+                pixels.
+            TypeError: unsupported dtype or array type.
+        """
+        if _is_torch(images):
+            if images.is_cuda:
+                return self._predict_torch(images, out, check_finite)
+            images = images.detach().cpu().resolve_conj().resolve_neg().numpy()
+        if not isinstance(images, np.ndarray):
+            raise TypeError(f"images must be a numpy array or torch tensor, got {type(images).__name__}")
+        n = _check_shape(tuple(images.shape), images.dtype.name)
+        images = np.ascontiguousarray(images)
+        shape = (n,) if self._single else (n, self.num_models)
+        if out is None:
+            out = np.empty(shape, np.float32)
+        elif not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == shape
+                  and out.flags.c_contiguous and out.flags.writeable):
+            raise ValueError(f"out must be a writeable, C-contiguous float32 numpy array of shape {shape}")
+        bad = self._runner.predict_host(images, out, check_finite)
+        _raise_bad(bad)
+        return out
+
+    __call__ = predict
+
+    def _predict_torch(self, x: Any, out: Any, check_finite: bool) -> Any:
+        import torch
+
+        x = x.detach()
+        if x.device.index != self.device:
+            raise ValueError(f"images are on {x.device}, the predictor on cuda:{self.device}")
+        n = _check_shape(tuple(x.shape), str(x.dtype).removeprefix("torch."))
+        shape = (n,) if self._single else (n, self.num_models)
+        if out is None:
+            out = torch.empty(shape, dtype=torch.float32, device=x.device)
+        elif not (isinstance(out, torch.Tensor) and out.dtype == torch.float32 and out.device == x.device
+                  and tuple(out.shape) == shape and out.is_contiguous()):
+            raise ValueError(f"out must be a C-contiguous float32 tensor of shape {shape} on {x.device}")
+        with torch.cuda.device(x.device):
+            stream = torch.cuda.current_stream(x.device).cuda_stream
+            bad = self._runner.predict_device(x, out.detach(), stream, check_finite)
+        _raise_bad(bad)
+        return out
+
+
+def _raise_bad(bad: int) -> None:
+    if bad >= 0:
+        raise ValueError(f"images: image {bad} contains NaN or infinity")

@@ -1,0 +1,92 @@
+"""PopulationPredictor: every model of a recorded population on the same images, in one call."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .. import _engine
+from .plan import Plan
+from .predictor import _batch_size, _detach, default_threads
+
+__all__ = ["PopulationPredictor"]
+
+
+def _as_plan(m: Any) -> Plan:
+    if isinstance(m, Plan):
+        return m
+    if isinstance(m, (str, Path)):
+        return Plan.load(m)
+    from .compile import compile
+
+    return compile(m)
+
+
+class PopulationPredictor:
+    """Predict many compact models (one per neuron) on the same images with the C++ engine.
+
+    Args:
+        models_or_plans: Plans, paths to saved Plans, or CompactModels (compiled here).
+        threads: worker threads (default: all CPUs available). Work items are (model, chunk of
+            images) pairs spread over the threads, so both many models and many images keep
+            every thread busy.
+        isa, layer0: as for :class:`~compactcortex.Predictor`.
+
+    Results equal each model's single :class:`~compactcortex.Predictor` (the same kernels).
+    All models must share the input recentring mean.
+    """
+
+    def __init__(self, models_or_plans: Sequence[Any], threads: int | None = None, isa: str = "auto",
+                 layer0: str = "winograd") -> None:
+        plans = [_as_plan(m) for m in models_or_plans]
+        if not plans:
+            raise ValueError("PopulationPredictor needs at least one model")
+        means = {p.mean for p in plans}
+        if len(means) > 1:
+            raise ValueError(f"all models must share one input mean, got {sorted(means)}")
+        if layer0 not in ("winograd", "direct"):
+            raise ValueError(f"layer0 must be 'winograd' or 'direct', got {layer0!r}")
+        threads = default_threads() if threads is None else int(threads)
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        self.plans = plans
+        self._engine = _engine.Population(
+            [(p.nums_filters, p.w0, p.b0, list(p.dw), list(p.pw), list(p.pb), p.readout, p.readout_bias)
+             for p in plans], plans[0].mean, threads, isa, layer0 == "winograd")
+
+    @property
+    def num_models(self) -> int:
+        return len(self.plans)
+
+    @property
+    def threads(self) -> int:
+        return self._engine.threads
+
+    @property
+    def isa(self) -> str:
+        return self._engine.isa
+
+    def macs_per_image(self) -> int:
+        """Multiply-adds of all models for one image (direct-convolution count)."""
+        return sum(p.macs_per_image() for p in self.plans)
+
+    def predict(self, images: Any, out: np.ndarray | None = None) -> np.ndarray:
+        """Responses of every model, shape (N, models) float32.
+
+        ``images`` as for :meth:`Predictor.predict`: (N,112,112,3) or (N,3,112,112), uint8 raw
+        pixels or float recentred pixels, numpy or torch CPU. ``out``: optional (N, models)
+        float32 C-contiguous array to fill (no allocation at all then).
+        """
+        images = _detach(images)
+        n = _batch_size(images)
+        shape = (n, self.num_models)
+        if out is None:
+            out = np.empty(shape, np.float32)
+        elif not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == shape
+                  and out.flags.c_contiguous and out.flags.writeable):
+            raise ValueError(f"out must be a writeable, contiguous float32 array of shape {shape}")
+        self._engine.predict(images, out)
+        return out
+
+    __call__ = predict

@@ -1,0 +1,70 @@
+"""Plots of the demo report (matplotlib, written atomically as PNG)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ._atomic import atomic_path
+
+__all__ = ["plot_accuracy_vs_params", "plot_predicted_vs_measured", "plot_layer0_filters"]
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    _figure().close(fig)
+
+
+def plot_accuracy_vs_params(rows: list[dict], path: Path) -> None:
+    """R2_ER against parameter count (log) for teacher, student and compact model per neuron."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in rows:
+        xs = [r["teacher_params"], r["student_params"], r["compact_params"]]
+        ys = [r["r2er_teacher"], r["r2er_student"], r["r2er_compact"]]
+        ax.plot(xs, ys, "-o", label=f"neuron {r['neuron']}")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters (teacher ensemble, distilled student, compact)")
+    ax.set_ylabel("R2_ER on held-out trials")
+    ax.legend(frameon=False)
+    ax.set_title("accuracy vs size per stage")
+    _save(fig, path)
+
+
+def plot_predicted_vs_measured(neurons: list[int], predictions: list[np.ndarray], responses: np.ndarray,
+                               path: Path) -> None:
+    """Compact-model predictions against repeat-averaged responses (spike counts / 100 ms)."""
+    plt = _figure()
+    fig, axes = plt.subplots(1, len(neurons), figsize=(3.2 * len(neurons), 3.2), squeeze=False)
+    for ax, k, p in zip(axes[0], neurons, predictions):
+        ax.scatter(p, responses[k], s=6, alpha=0.5)
+        ax.set_title(f"neuron {k}: r = {np.corrcoef(p, responses[k])[0, 1]:.2f}")
+        ax.set_xlabel("compact model prediction")
+        ax.set_ylabel("measured (spikes / 100 ms)")
+    _save(fig, path)
+
+
+def plot_layer0_filters(models, neurons: list[int], path: Path, max_filters: int = 16) -> None:
+    """Layer-0 filters of each compact model as small RGB images (each scaled to its own range)."""
+    plt = _figure()
+    cols = max_filters
+    fig, axes = plt.subplots(len(models), cols, figsize=(cols * 0.6, len(models) * 0.7), squeeze=False)
+    for row, (m, k) in zip(axes, zip(models, neurons)):
+        w = m.layer0_conv.weight.detach().double().numpy().transpose(0, 2, 3, 1)  # (n0, 5, 5, 3)
+        for j, ax in enumerate(row):
+            ax.axis("off")
+            if j < len(w):
+                f = w[j]
+                ax.imshow((f - f.min()) / max(np.ptp(f), 1e-12), interpolation="nearest")
+        row[0].set_title(f"n{k}", fontsize=7, loc="left")
+    _save(fig, path)
