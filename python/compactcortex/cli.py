@@ -123,6 +123,28 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_loop_bench(args: argparse.Namespace) -> int:
+    from ._atomic import atomic_path
+    from .loop import loop_benchmark
+
+    if args.data:
+        from .models.published import load_published_session
+
+        models = load_published_session(args.data, args.session)
+        source = f"published models of session {args.session}"
+    else:
+        from .bench import random_published_like_model
+
+        models = [random_published_like_model(seed=i) for i in range(args.random)]
+        source = f"{args.random} random models with the published filter counts (48, 60, 3, 3, 3)"
+    print(f"{source}: {len(models)} neurons; {args.rate:g} Hz -> {1e3 / args.rate:.0f} ms per trial")
+    res = loop_benchmark(models, args.rate, args.pool, args.trials, args.threads, not args.no_torch)
+    if args.json:
+        with atomic_path(args.json) as tmp:
+            tmp.write_text(json.dumps({"source": source, **res}, indent=1))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="compactcortex", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -193,6 +215,23 @@ def build_parser() -> argparse.ArgumentParser:
                              ("threads", int, "CPU threads"), ("seed", int, "random seed")]:
         de.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, help=help_)
     de.set_defaults(fn=_cmd_demo)
+
+    lb = sub.add_parser(
+        "loop-bench", help="simulate a closed-loop experiment (engine vs PyTorch)",
+        description="Simulate a closed loop: at --rate Hz (deadline 1/rate s) predict every neuron's "
+                    "response to a pool of candidate images (112x112 procedural images) and choose each "
+                    "neuron's best; report latency percentiles (ms), missed deadlines, and the largest pool "
+                    "per trial that meets the deadline at p99, for the engine and PyTorch eager.")
+    lb.add_argument("--data", help="published data folder (with --session); default: random models")
+    lb.add_argument("--session", default="190923")
+    lb.add_argument("--random", type=int, default=33, help="number of random models without --data")
+    lb.add_argument("--rate", type=float, default=2.0, help="trials per second (default 2)")
+    lb.add_argument("--pool", type=int, default=256, help="candidate images per trial")
+    lb.add_argument("--trials", type=int, default=10)
+    lb.add_argument("--threads", type=int, default=2)
+    lb.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    lb.add_argument("--json", help="write the results to this file")
+    lb.set_defaults(fn=_cmd_loop_bench)
 
     da = sub.add_parser("data", help="data sets").add_subparsers(dest="data_command", required=True)
     sy = da.add_parser(
