@@ -84,3 +84,12 @@ def test_load_plan_and_predict_without_torch(tmp_path):
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_saved_files_get_ordinary_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    cc.compile(random_model((3, 3, 3, 3, 3))).save(tmp_path / "p.plan")
+    assert (tmp_path / "p.plan").stat().st_mode & 0o777 == 0o666 & ~umask
