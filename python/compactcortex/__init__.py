@@ -13,6 +13,7 @@ from ._version import __version__
 from .constants import DATASET_MEAN, IMAGE_SIZE
 from .engine.plan import Plan
 from .engine.population import PopulationPredictor
+from .engine.cuda import cuda_available, cuda_status
 from .engine.predictor import Predictor, available_isas
 
 # name -> module that defines it; those modules import torch.
@@ -23,7 +24,7 @@ _LAZY = {
     "compile": "compactcortex.engine.compile",
 }
 
-__all__ = ["__version__", "DATASET_MEAN", "IMAGE_SIZE", "Plan", "Predictor", "PopulationPredictor", "available_isas", *_LAZY]
+__all__ = ["__version__", "DATASET_MEAN", "IMAGE_SIZE", "Plan", "Predictor", "PopulationPredictor", "available_isas", "cuda_available", "cuda_status", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine.compile import compile

@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import _engine
 from .plan import Plan
-from .predictor import _batch_size, _detach, default_threads
+from .predictor import _batch_size, _cuda_predictor, _detach, default_threads
 
 __all__ = ["PopulationPredictor"]
 
@@ -31,14 +31,15 @@ class PopulationPredictor:
         threads: worker threads (default: all CPUs available). Work items are (model, chunk of
             images) pairs spread over the threads, so both many models and many images keep
             every thread busy.
-        isa, layer0: as for :class:`~compactcortex.Predictor`.
+        isa, layer0, device: as for :class:`~compactcortex.Predictor` (``device="cuda"`` runs all
+            models in one launch per layer on the GPU).
 
     Results equal each model's single :class:`~compactcortex.Predictor` (the same kernels).
     All models must share the input recentring mean.
     """
 
     def __init__(self, models_or_plans: Sequence[Any], threads: int | None = None, isa: str = "auto",
-                 layer0: str = "winograd") -> None:
+                 layer0: str = "winograd", device: str = "cpu") -> None:
         plans = [_as_plan(m) for m in models_or_plans]
         if not plans:
             raise ValueError("PopulationPredictor needs at least one model")
@@ -51,7 +52,8 @@ class PopulationPredictor:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         self.plans = plans
-        self._engine = _engine.Population(
+        self._cuda = _cuda_predictor(plans, device)
+        self._engine = None if self._cuda else _engine.Population(
             [(p.nums_filters, p.w0, p.b0, list(p.dw), list(p.pw), list(p.pb), p.readout, p.readout_bias)
              for p in plans], plans[0].mean, threads, isa, layer0 == "winograd")
 
@@ -61,11 +63,11 @@ class PopulationPredictor:
 
     @property
     def threads(self) -> int:
-        return self._engine.threads
+        return self._engine.threads if self._engine else 0
 
     @property
     def isa(self) -> str:
-        return self._engine.isa
+        return self._engine.isa if self._engine else "cuda"
 
     def macs_per_image(self) -> int:
         """Multiply-adds of all models for one image (direct-convolution count)."""
@@ -78,6 +80,8 @@ class PopulationPredictor:
         pixels or float recentred pixels, numpy or torch CPU. ``out``: optional (N, models)
         float32 C-contiguous array to fill (no allocation at all then).
         """
+        if self._cuda:
+            return self._cuda.predict(images, out=out)
         images = _detach(images)
         n = _batch_size(images)
         shape = (n, self.num_models)

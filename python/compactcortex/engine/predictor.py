@@ -36,6 +36,9 @@ class Predictor:
             whole images per thread; images left over are split by rows across the threads.
         isa: kernel variant, ``"auto"`` (widest the CPU supports), ``"avx512"``, ``"avx2"``,
             ``"sse2"`` or ``"reference"`` (scalar, for checking).
+        device: ``"cpu"`` (the C++ engine) or ``"cuda"`` / ``"cuda:N"`` (the CUDA kernels of
+            :class:`~compactcortex.engine.cuda.CudaPredictor`: torch CUDA tensors are read in
+            place on the current stream and give torch CUDA outputs; numpy arrays are copied).
         layer0: ``"winograd"`` (default): layer 0 by Winograd F(4x4, 5x5), about 3x fewer
             operations than ``"direct"`` (the plain convolution), with float32 rounding errors of
             the same order (measured on the published models: ~1e-6 of the output scale).
@@ -46,7 +49,7 @@ class Predictor:
     """
 
     def __init__(self, model_or_plan: Any, threads: int | None = None, isa: str = "auto",
-                 layer0: str = "winograd") -> None:
+                 layer0: str = "winograd", device: str = "cpu") -> None:
         if isinstance(model_or_plan, (str, Path)):
             plan = Plan.load(model_or_plan)
         elif isinstance(model_or_plan, Plan):
@@ -61,24 +64,25 @@ class Predictor:
         if layer0 not in ("winograd", "direct"):
             raise ValueError(f"layer0 must be 'winograd' or 'direct', got {layer0!r}")
         self.plan = plan
-        self._engine = _engine.Engine(
+        self._cuda = _cuda_predictor(plan, device)
+        self._engine = None if self._cuda else _engine.Engine(
             plan.nums_filters, plan.w0, plan.b0, list(plan.dw), list(plan.pw), list(plan.pb),
             plan.readout, plan.readout_bias, plan.mean, threads, isa, layer0 == "winograd",
         )
 
     @property
     def isa(self) -> str:
-        """The kernel variant in use."""
-        return self._engine.isa
+        """The kernel variant in use ("cuda" on the GPU)."""
+        return self._engine.isa if self._engine else "cuda"
 
     @property
     def threads(self) -> int:
-        return self._engine.threads
+        return self._engine.threads if self._engine else 0
 
     @property
     def layer0(self) -> str:
-        """The layer-0 algorithm: "winograd" or "direct"."""
-        return "winograd" if self._engine.winograd else "direct"
+        """The layer-0 algorithm: "winograd" or "direct" (the CUDA kernels: "direct")."""
+        return "winograd" if self._engine and self._engine.winograd else "direct"
 
     def predict(self, images: Any, out: np.ndarray | None = None) -> np.ndarray:
         """Predicted responses, shape (N,) float32, in the units the model was trained on.
@@ -94,6 +98,8 @@ class Predictor:
             ValueError: wrong shape, empty batch, or an image holding NaN or infinity.
             TypeError: unsupported dtype or array type.
         """
+        if self._cuda:
+            return self._cuda.predict(images, out=out)
         images = _detach(images)
         n = _batch_size(images)
         if out is None:
@@ -113,6 +119,19 @@ class Predictor:
         return out
 
     __call__ = predict
+
+
+def _cuda_predictor(plan_or_plans: Any, device: str):
+    """A CudaPredictor for ``device`` "cuda[:N]", or None for "cpu"."""
+    if device == "cpu":
+        return None
+    if not (device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    from .cuda import CudaPredictor, cuda_available, cuda_status
+
+    if not cuda_available():
+        raise RuntimeError(f"device {device!r} requested, but CUDA is not usable: {cuda_status()}")
+    return CudaPredictor(plan_or_plans, device=int(device[5:] or 0) if ":" in device else 0)
 
 
 def _detach(images: Any) -> Any:

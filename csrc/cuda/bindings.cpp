@@ -1,0 +1,197 @@
+// compactcortex._engine_cuda: thin nanobind wrappers around the CUDA runner (runner.hpp). This
+// file is compiled by the host C++ compiler; all CUDA code lives in runner.cu. Inputs are checked
+// here, at the boundary; the GIL is released while work is enqueued or awaited.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/array.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/vector.h>
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "runner.hpp"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace {
+
+using FloatIn = nb::ndarray<const float, nb::c_contig, nb::device::cpu, nb::ro>;
+using ModelTuple = std::tuple<std::array<int, 5>, FloatIn, FloatIn, std::vector<FloatIn>,
+                              std::vector<FloatIn>, std::vector<FloatIn>, FloatIn, float>;
+using CudaIn = nb::ndarray<nb::device::cuda, nb::ro>;
+using CudaOut = nb::ndarray<float, nb::device::cuda, nb::c_contig>;
+using HostIn = nb::ndarray<nb::device::cpu, nb::ro, nb::c_contig>;
+using HostOut = nb::ndarray<float, nb::device::cpu, nb::c_contig>;
+
+std::vector<float> take(const FloatIn& a, size_t expect, const std::string& name) {
+    if (a.size() != expect)
+        throw nb::value_error((name + ": expected " + std::to_string(expect) + " values, got " +
+                               std::to_string(a.size())).c_str());
+    return std::vector<float>(a.data(), a.data() + a.size());
+}
+
+template <class A>
+std::string shape_str(const A& a) {
+    std::string s = "(";
+    for (size_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+    return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+// Interprets a 4-d array as NHWC (N,112,112,3) or NCHW (N,3,112,112).
+template <class A>
+cc_cuda::ImageBatch as_batch(const A& x) {
+    cc_cuda::ImageBatch b{};
+    if (x.dtype() == nb::dtype<float>()) b.dtype = cc_cuda::DType::f32;
+    else if (x.dtype() == nb::dtype<double>()) b.dtype = cc_cuda::DType::f64;
+    else if (x.dtype() == nb::dtype<uint8_t>()) b.dtype = cc_cuda::DType::u8;
+    else
+        throw nb::type_error("images: dtype must be float32 (recentred pixels), float64 or uint8 "
+                             "(raw pixels 0-255)");
+    if (x.ndim() != 4)
+        throw nb::value_error(("images: expected a 4-d array (N,112,112,3) or (N,3,112,112), got "
+                               "shape " + shape_str(x)).c_str());
+    const bool nhwc = x.shape(1) == 112 && x.shape(2) == 112 && x.shape(3) == 3;
+    const bool nchw = x.shape(1) == 3 && x.shape(2) == 112 && x.shape(3) == 112;
+    if (!nhwc && !nchw)
+        throw nb::value_error(("images: expected shape (N,112,112,3) or (N,3,112,112), got " +
+                               shape_str(x)).c_str());
+    if (x.shape(0) == 0) throw nb::value_error("images: empty batch (N = 0)");
+    b.data = x.data();
+    b.count = int64_t(x.shape(0));
+    b.sn = x.stride(0);
+    if (nhwc) { b.sy = x.stride(1); b.sx = x.stride(2); b.sc = x.stride(3); }
+    else      { b.sc = x.stride(1); b.sy = x.stride(2); b.sx = x.stride(3); }
+    return b;
+}
+
+template <class A>
+void check_out(const A& out, int64_t n, int models) {
+    if (int64_t(out.size()) != n * models)
+        throw nb::value_error(("out: expected " + std::to_string(n * models) +
+                               " float32 values (N x models), got " + std::to_string(out.size())).c_str());
+}
+
+void raise_bad(int64_t bad) {
+    if (bad >= 0)
+        throw nb::value_error(("images: image " + std::to_string(bad) + " contains NaN or infinity").c_str());
+}
+
+class PyRunner {
+public:
+    PyRunner(const std::vector<ModelTuple>& models, std::array<float, 3> mean, int device,
+             int64_t workspace_bytes) {
+        if (models.empty()) throw nb::value_error("at least one model is needed");
+        if (workspace_bytes < 1) throw nb::value_error("workspace_bytes must be >= 1");
+        std::string err;
+        const int count = cc_cuda::device_count(&err);
+        if (count < 0) throw std::runtime_error("no CUDA device: " + err);
+        if (device < 0 || device >= count)
+            throw nb::value_error(("device " + std::to_string(device) + " does not exist (" +
+                                   std::to_string(count) + " CUDA devices)").c_str());
+        std::vector<cc_cuda::ModelWeights> ws;
+        for (size_t i = 0; i < models.size(); ++i) {
+            const auto& [n, w0, b0, dw, pw, pb, readout, bias] = models[i];
+            const std::string pre = "model " + std::to_string(i) + ": ";
+            for (int v : n)
+                if (v < 1) throw nb::value_error((pre + "filter counts must all be >= 1").c_str());
+            if (dw.size() != 4 || pw.size() != 4 || pb.size() != 4)
+                throw nb::value_error((pre + "dw, pw and pb must each hold 4 arrays").c_str());
+            cc_cuda::ModelWeights m;
+            m.n = n;
+            m.w0 = take(w0, size_t(n[0]) * 75, pre + "w0");
+            m.b0 = take(b0, n[0], pre + "b0");
+            for (int l = 0; l < 4; ++l) {
+                const std::string s = std::to_string(l + 1);
+                m.dw[l] = take(dw[l], size_t(n[l]) * 25, pre + "dw" + s);
+                m.pw[l] = take(pw[l], size_t(n[l]) * n[l + 1], pre + "pw" + s);
+                m.pb[l] = take(pb[l], n[l + 1], pre + "pb" + s);
+            }
+            m.readout = take(readout, size_t(28 * 28) * n[4], pre + "readout");
+            m.readout_bias = bias;
+            ws.push_back(std::move(m));
+        }
+        r_.reset(new cc_cuda::Runner(ws, mean, device, size_t(workspace_bytes)));
+    }
+
+    int64_t predict_device(CudaIn images, CudaOut out, uintptr_t stream, bool check) {
+        const cc_cuda::ImageBatch b = as_batch(images);
+        check_out(out, b.count, r_->num_models());
+        if (images.device_id() != r_->device() || out.device_id() != r_->device())
+            throw nb::value_error(("images and out must be on CUDA device " +
+                                   std::to_string(r_->device()) + " (the predictor's), got " +
+                                   std::to_string(images.device_id()) + " and " +
+                                   std::to_string(out.device_id())).c_str());
+        int64_t bad;
+        {
+            nb::gil_scoped_release release;
+            bad = r_->predict_device(b, out.data(), stream, check);
+        }
+        return bad;
+    }
+
+    int64_t predict_host(HostIn images, HostOut out, bool check) {
+        const cc_cuda::ImageBatch b = as_batch(images);
+        check_out(out, b.count, r_->num_models());
+        int64_t bad;
+        {
+            nb::gil_scoped_release release;
+            bad = r_->predict_host(b, out.data(), check);
+        }
+        return bad;
+    }
+
+    int num_models() const { return r_->num_models(); }
+    int device() const { return r_->device(); }
+    int max_pairs() const { return r_->max_pairs(); }
+    size_t device_bytes() const { return r_->device_bytes(); }
+
+private:
+    std::unique_ptr<cc_cuda::Runner> r_;
+};
+
+}  // namespace
+
+NB_MODULE(_engine_cuda, m) {
+    m.doc() = "compactcortex CUDA engine (float32 kernels; no torch inside).";
+
+    m.def("device_count",
+          []() {
+              std::string err;
+              const int n = cc_cuda::device_count(&err);
+              return std::make_tuple(n, err);
+          },
+          "(count, error): usable CUDA devices, or (-1, the runtime's explanation).");
+    m.def("device_name", &cc_cuda::device_name, "device"_a);
+    m.def("device_capability", &cc_cuda::device_capability, "device"_a);
+    m.def("runtime_version", &cc_cuda::runtime_version,
+          "CUDA runtime version this module was built with (e.g. 13000 for 13.0).");
+    m.def("driver_version", &cc_cuda::driver_version,
+          "Highest CUDA version the installed driver supports (0: no driver).");
+
+    nb::class_<PyRunner>(m, "Runner")
+        .def(nb::init<const std::vector<ModelTuple>&, std::array<float, 3>, int, int64_t>(),
+             "models"_a, "mean"_a, "device"_a = 0, "workspace_bytes"_a = int64_t(256) << 20,
+             "models: [(nums_filters, w0, b0, [dw1..4], [pw1..4], [pb1..4], readout, "
+             "readout_bias)], float32 arrays in a Plan's layout.")
+        .def("predict_device", &PyRunner::predict_device, "images"_a, "out"_a, "stream"_a,
+             "check"_a = true,
+             "images: CUDA array (N,112,112,3) or (N,3,112,112), any strides; out: CUDA float32 "
+             "(N, models) contiguous. Enqueued on `stream` (a cudaStream_t as an integer). "
+             "Returns -1, or with check (which waits for the stream) the first image holding "
+             "NaN or infinity.")
+        .def("predict_host", &PyRunner::predict_host, "images"_a, "out"_a, "check"_a = true,
+             "As predict_device for C-contiguous host arrays (copied to the device); waits.")
+        .def_prop_ro("num_models", &PyRunner::num_models)
+        .def_prop_ro("device", &PyRunner::device)
+        .def_prop_ro("max_pairs", &PyRunner::max_pairs,
+                     "(model, image) pairs per chunk of kernel launches.")
+        .def_prop_ro("device_bytes", &PyRunner::device_bytes,
+                     "Device memory held now (weights and workspace), in bytes.");
+}

@@ -1,0 +1,81 @@
+// Host side of the CUDA engine: plain C++ (no CUDA types), so that the nanobind bindings build
+// with the host compiler and the tests can build the same runner as CPU emulation.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace cc_cuda {
+
+// Batchnorm-folded float32 weights of one model, in a Plan's layout.
+struct ModelWeights {
+    std::array<int, 5> n{};
+    std::vector<float> w0;                 // (n0, 3, 5, 5)
+    std::vector<float> b0;                 // (n0)
+    std::array<std::vector<float>, 4> dw;  // layer i+1: (n_i, 5, 5)
+    std::array<std::vector<float>, 4> pw;  // layer i+1: (n_{i+1}, n_i)
+    std::array<std::vector<float>, 4> pb;  // layer i+1: (n_{i+1})
+    std::vector<float> readout;            // (28, 28, n4)
+    float readout_bias = 0.0f;
+};
+
+enum class DType { f32, f64, u8 };
+
+// A strided view of images: element (n, y, x, c) at data + n*sn + y*sy + x*sx + c*sc (elements).
+struct ImageBatch {
+    const void* data;
+    DType dtype;
+    int64_t count;
+    int64_t sn, sy, sx, sc;
+};
+
+// Number of usable devices, or -1 with `error` set to the runtime's explanation.
+int device_count(std::string* error);
+std::string device_name(int device);
+// "major.minor" compute capability, and the runtime and driver versions (e.g. 13000).
+std::string device_capability(int device);
+int runtime_version();
+int driver_version();
+
+class Runner {
+public:
+    // Uploads the packed weights to `device`. workspace_bytes bounds the feature-map workspace
+    // (more: fewer, larger chunks of (model, image) pairs per launch).
+    Runner(const std::vector<ModelWeights>& models, std::array<float, 3> mean, int device,
+           size_t workspace_bytes);
+    ~Runner();
+    Runner(const Runner&) = delete;
+    Runner& operator=(const Runner&) = delete;
+
+    // Images in device memory; out: device float32 [count][num_models]. All work is enqueued on
+    // `stream` (a cudaStream_t, 0 = the legacy default stream) after any earlier call's work.
+    // check: wait for the stream and return the index of the first image holding NaN or
+    // infinity (-1 if none); without check returns -1 at once (such images give NaN outputs).
+    int64_t predict_device(const ImageBatch& images, float* out, uintptr_t stream, bool check);
+
+    // Images in host memory, each image contiguous (sn = 112*112*3); out: host float32
+    // [count][num_models]. Copies chunks to the device on the runner's own stream and waits.
+    int64_t predict_host(const ImageBatch& images, float* out, bool check);
+
+    int num_models() const { return int(n_.size()); }
+    int device() const { return device_; }
+    // (model, image) pairs per chunk, and bytes of device memory held now.
+    int max_pairs() const { return max_pairs_; }
+    size_t device_bytes() const;
+
+private:
+    struct Impl;
+    int64_t run(const ImageBatch& images, float* out, void* stream, bool check, bool host);
+    std::vector<std::array<int, 5>> n_;
+    std::array<float, 3> mean_;
+    int device_;
+    int max_pairs_;
+    std::unique_ptr<Impl> impl_;
+    std::mutex mu_;
+};
+
+}  // namespace cc_cuda
