@@ -66,7 +66,7 @@ def test_bench_runs(tmp_path):
     assert r["max_rel_error_vs_torch"] < 1e-4 and r["ms_per_image"]["engine"] > 0
 
 
-@pytest.mark.parametrize("cmd", [[], ["predict"], ["bench"], ["evaluate"], ["demo"], ["data", "synth"], ["loop-bench"]])
+@pytest.mark.parametrize("cmd", [[], ["predict"], ["bench"], ["evaluate"], ["demo"], ["data", "synth"], ["loop-bench"], ["synth"]])
 def test_help(cmd):
     r = subprocess.run([sys.executable, "-m", "compactcortex.cli", *cmd, "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "usage" in r.stdout

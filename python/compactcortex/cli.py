@@ -145,6 +145,31 @@ def _cmd_loop_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_synth_stimuli(args: argparse.Namespace) -> int:
+    from .analysis import preferred_stimuli, save_gallery
+    from .data.images import procedural
+
+    if args.model:
+        from .models.compact import CompactModel
+        from .models.published import load_published
+
+        models = [load_published(m) if Path(m).suffix == ".pt" else CompactModel.load(m) for m in args.model]
+        labels = [Path(m).stem for m in args.model]
+    else:
+        from .models.published import load_published_session
+
+        session = load_published_session(args.data, args.session)
+        models = [session[k] for k in args.neurons]
+        labels = [f"{args.session} neuron {k}" for k in args.neurons]
+    result = preferred_stimuli(models, n=args.n, steps=args.steps, pool=procedural(args.pool, seed=1),
+                               init="pool" if args.from_pool else None)
+    save_gallery(result, args.out, labels=labels)
+    for label, r, b in zip(labels, result.responses, result.pool_best):
+        print(f"{label}: synthesised {np.array2string(r, precision=2)} vs best of {args.pool} pool images {b:.2f}")
+    print(f"gallery -> {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="compactcortex", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -232,6 +257,23 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     lb.add_argument("--json", help="write the results to this file")
     lb.set_defaults(fn=_cmd_loop_bench)
+
+    st = sub.add_parser(
+        "synth", help="synthesise preferred stimuli (gradient ascent) and a PNG gallery",
+        description="Synthesise images that drive each model hard: gradient ascent on the torch model with "
+                    "jitter, blur, a norm bound and the valid pixel range, then rounded to uint8 and scored by "
+                    "the engine (responses in the model's units, spike counts per 100 ms for the published "
+                    "models). The gallery shows them beside the best of a pool of procedural images.")
+    st.add_argument("--model", nargs="+", help="CompactModel .safetensors or authors' .pt files")
+    st.add_argument("--data", default="../shared/data/v4", help="published data folder (without --model)")
+    st.add_argument("--session", default="190923")
+    st.add_argument("--neurons", type=int, nargs="+", default=[0, 1, 2, 3])
+    st.add_argument("--n", type=int, default=2, help="images per neuron")
+    st.add_argument("--steps", type=int, default=200)
+    st.add_argument("--pool", type=int, default=500, help="procedural candidate images")
+    st.add_argument("--from-pool", action="store_true", help="start from each neuron's best pool images")
+    st.add_argument("--out", default="preferred_stimuli.png", help="gallery PNG")
+    st.set_defaults(fn=_cmd_synth_stimuli)
 
     da = sub.add_parser("data", help="data sets").add_subparsers(dest="data_command", required=True)
     sy = da.add_parser(
