@@ -33,10 +33,10 @@ class DemoConfig:
     images: int = 800             # recorded images; the first half trains, the second half tests
     repeats: int = 10             # trials per image
     seed: int = 0
-    members: int = 3              # teacher ensemble members
-    teacher_epochs: int = 12
+    members: int = 2              # teacher ensemble members
+    teacher_epochs: int = 10
     student_filters: int = 24
-    distill_steps: int = 200
+    distill_steps: int = 150
     batch: int = 16
     threshold: float = 0.9        # pruning: fraction of each layer's output variance kept
     retrain_steps: int = 30       # re-training after each pruned layer
