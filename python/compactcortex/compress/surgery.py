@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from ..models.compact import CompactModel
@@ -27,7 +26,7 @@ def remove_filters(model: CompactModel, layer: int, keep: Sequence[int]) -> Comp
     n[layer] = len(keep_idx)
     out = CompactModel(n, bn_eps=model.bn_eps, mean=model.mean)
     out.provenance = dict(model.provenance)
-    own = f"layer0_conv" if layer == 0 else f"layer{layer}_conv_point"
+    own = "layer0_conv" if layer == 0 else f"layer{layer}_conv_point"
     state = {}
     for key, value in model.state_dict().items():
         v = value

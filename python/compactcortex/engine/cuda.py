@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from .plan import Plan
+from .plan import Plan, as_plan
 
 __all__ = ["CudaPredictor", "cuda_available", "cuda_status"]
 
@@ -88,16 +87,6 @@ def _version(v: int) -> str:
     return f"{v // 1000}.{v % 1000 // 10}"
 
 
-def _as_plan(m: Any) -> Plan:
-    if isinstance(m, Plan):
-        return m
-    if isinstance(m, (str, Path)):
-        return Plan.load(m)
-    from .compile import compile
-
-    return compile(m)
-
-
 def _is_torch(x: Any) -> bool:
     return type(x).__module__.split(".")[0] == "torch" and hasattr(x, "is_cuda")
 
@@ -132,7 +121,7 @@ class CudaPredictor:
 
     def __init__(self, plan_or_plans: Any, device: int = 0, workspace_mb: float = 256) -> None:
         self._single = not isinstance(plan_or_plans, (list, tuple))
-        plans = [_as_plan(p) for p in ([plan_or_plans] if self._single else plan_or_plans)]
+        plans = [as_plan(p) for p in ([plan_or_plans] if self._single else plan_or_plans)]
         if not plans:
             raise ValueError("CudaPredictor needs at least one model")
         means = {p.mean for p in plans}

@@ -14,7 +14,7 @@ import numpy as np
 from .._atomic import atomic_path
 from ..constants import DATASET_MEAN, MAP_SIZE
 
-__all__ = ["Plan", "read_safetensors_meta"]
+__all__ = ["Plan", "as_plan", "read_safetensors_meta"]
 
 FORMAT = "compactcortex.Plan/1"
 
@@ -148,6 +148,17 @@ class Plan:
             raise ValueError(f"{path}: missing array {e.args[0]!r}") from None
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
+
+
+def as_plan(model_or_plan) -> Plan:
+    """A Plan from a Plan, a path to a saved Plan, or a CompactModel (compiled; needs torch)."""
+    if isinstance(model_or_plan, Plan):
+        return model_or_plan
+    if isinstance(model_or_plan, (str, Path)):
+        return Plan.load(model_or_plan)
+    from .compile import compile
+
+    return compile(model_or_plan)
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:

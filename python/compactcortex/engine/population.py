@@ -1,26 +1,15 @@
 """PopulationPredictor: every model of a recorded population on the same images, in one call."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from .. import _engine
-from .plan import Plan
+from .plan import as_plan
 from .predictor import _batch_size, _cuda_predictor, _detach, default_threads
 
 __all__ = ["PopulationPredictor"]
-
-
-def _as_plan(m: Any) -> Plan:
-    if isinstance(m, Plan):
-        return m
-    if isinstance(m, (str, Path)):
-        return Plan.load(m)
-    from .compile import compile
-
-    return compile(m)
 
 
 class PopulationPredictor:
@@ -40,7 +29,7 @@ class PopulationPredictor:
 
     def __init__(self, models_or_plans: Sequence[Any], threads: int | None = None, isa: str = "auto",
                  layer0: str = "winograd", device: str = "cpu") -> None:
-        plans = [_as_plan(m) for m in models_or_plans]
+        plans = [as_plan(m) for m in models_or_plans]
         if not plans:
             raise ValueError("PopulationPredictor needs at least one model")
         means = {p.mean for p in plans}

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .. import _engine
-from .plan import Plan
+from .plan import as_plan
 
 __all__ = ["Predictor", "available_isas", "default_threads"]
 
@@ -50,14 +49,7 @@ class Predictor:
 
     def __init__(self, model_or_plan: Any, threads: int | None = None, isa: str = "auto",
                  layer0: str = "winograd", device: str = "cpu") -> None:
-        if isinstance(model_or_plan, (str, Path)):
-            plan = Plan.load(model_or_plan)
-        elif isinstance(model_or_plan, Plan):
-            plan = model_or_plan
-        else:
-            from .compile import compile
-
-            plan = compile(model_or_plan)
+        plan = as_plan(model_or_plan)
         threads = default_threads() if threads is None else int(threads)
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
