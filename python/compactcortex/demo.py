@@ -22,7 +22,8 @@ __all__ = ["DemoConfig", "run_demo"]
 
 @dataclass
 class DemoConfig:
-    """Sizes of the demo. The defaults finish in about 10 minutes on 2 CPU cores.
+    """Sizes of the demo. The defaults are meant to finish within 10 minutes on 2 CPU cores
+    (estimated 4-6 minutes from per-stage rates; not yet timed end to end on a quiet machine).
 
     The paper's students have 100 filters per layer and are distilled for far longer; on a CPU
     the defaults use ``student_filters=24`` and a few hundred steps (raise them for accuracy).
