@@ -3,11 +3,12 @@
 Competitors, in one process, interleaved (each round times every competitor once, in a shuffled
 order): ``population`` (compactcortex.PopulationPredictor, one call), ``engine_loop`` (our
 single-model Predictor, model after model), ``openvino_f32_loop`` and ``onnxruntime_loop``
-(one compiled model per neuron, run one after another) and ``torch_eager_loop`` (the
-CompactModels one after another). Reported: image x neuron predictions per second, the ratio
-population speed / competitor speed, the max error against each model's float64 PyTorch output
-(relative to that model's output scale), and the fraction of the CPU's measured float32
-matrix-multiply rate (``torch.mm``) that the direct-convolution multiply-adds represent.
+(one compiled model per neuron, run one after another, ``--peer-chunk`` images per call) and
+``torch_eager_loop`` (the CompactModels one after another). Reported: image x neuron predictions
+per second, the ratio population speed / competitor speed, the max error on the first 16 images
+against each model's float64 PyTorch output (relative to that model's output scale), and the
+fraction of the CPU's measured float32 matrix-multiply rate (``torch.mm``) that the
+direct-convolution multiply-adds represent.
 
 Models: the published models of ``--session`` (default 190923: 33 models) from ../shared/data/v4,
 or, where that data is absent, 33 random models with filter counts in the published ranges.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import statistics
@@ -55,8 +57,12 @@ def load_models(session: str) -> tuple[list[torch.nn.Module], str]:
             "33 random models with published-range filter counts (data absent)"
 
 
-def build(name: str, models, plans, x_nhwc, x_nchw, threads: int, onnx_paths) -> bi.Runner:
+def build(name: str, models, plans, x_nhwc, x_nchw, threads: int, onnx_paths, chunk: int) -> bi.Runner:
+    """One competitor. The per-model peers (OpenVINO, ONNX Runtime) run ``chunk`` images per call:
+    each compiled model keeps buffers for its batch shape, and 33 of them at 64+ images do not fit
+    in 24 GB (layer 0 alone is 64 x 58 x 112 x 112 floats = 186 MB per model)."""
     n, m = len(x_nhwc), len(models)
+    chunks = [slice(i, i + chunk) for i in range(0, n, chunk)]
     if name == "population":
         pop = cc.PopulationPredictor(plans, threads=threads)
         out = np.empty((n, m), np.float32)
@@ -87,28 +93,36 @@ def build(name: str, models, plans, x_nhwc, x_nchw, threads: int, onnx_paths) ->
         reqs = []
         for path in onnx_paths:
             model = core.read_model(str(path))
-            model.reshape({0: list(x_nchw.shape)})
+            model.reshape({0: [chunk, *x_nchw.shape[1:]]})
             compiled = core.compile_model(model, "CPU", {props.inference_num_threads: threads,
                                                          hints.performance_mode: hints.PerformanceMode.LATENCY,
                                                          hints.inference_precision: ov.Type.f32})
             reqs.append(compiled.create_infer_request())
 
+        outs = np.empty((m, n), np.float32)
+
         def call():
-            for r in reqs:
-                r.infer({0: x_nchw}, share_inputs=True)
-        return bi.Runner(call, lambda: np.stack([r.get_output_tensor(0).data.reshape(-1) for r in reqs], 1))
+            for r, o in zip(reqs, outs):
+                for c in chunks:
+                    r.infer({0: x_nchw[c]}, share_inputs=True)
+                    o[c] = r.get_output_tensor(0).data.reshape(-1)
+        return bi.Runner(call, lambda: outs.T)
     if name == "onnxruntime_loop":
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Every session owns a thread pool; spinning pools of 33 idle sessions would steal the cores.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         sessions = [ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for p in onnx_paths]
-        res = []
+        outs = np.empty((m, n), np.float32)
 
         def call():
-            res[:] = [np.stack([s.run(None, {"x": x_nchw})[0].reshape(-1) for s in sessions], 1)]
-        return bi.Runner(call, lambda: res[0])
+            for s, o in zip(sessions, outs):
+                for c in chunks:
+                    o[c] = s.run(None, {"x": x_nchw[c]})[0].reshape(-1)
+        return bi.Runner(call, lambda: outs.T)
     raise ValueError(name)
 
 
@@ -120,6 +134,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--torch-all", action="store_true", help="also time PyTorch eager at more than 64 images")
+    ap.add_argument("--peer-chunk", type=int, default=16,
+                    help="images per call of the OpenVINO / ONNX Runtime models (default 16; see build())")
     ap.add_argument("--quick", action="store_true", help="8 images, 1 round, first 6 models")
     args = ap.parse_args()
     models, source = load_models(args.session)
@@ -144,8 +160,9 @@ def main() -> None:
         rng = np.random.default_rng(n)
         x = rng.normal(0, bi.PIXEL_STD, (n, 112, 112, 3)).astype(np.float32)
         xc = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        n_ref = min(n, 16)  # float64 PyTorch on 512 images x 33 models would take minutes and GBs
         with torch.inference_mode():
-            ref = torch.stack([mod.double()(torch.from_numpy(xc).double()) for mod in models], 1).numpy()
+            ref = torch.stack([mod.double()(torch.from_numpy(xc[:n_ref]).double()) for mod in models], 1).numpy()
         for mod in models:
             mod.float()
         runners, errors, record = {}, {}, {}
@@ -157,10 +174,10 @@ def main() -> None:
                 errors[name] = f"ONNX export failed: {onnx_error}"
                 continue
             try:
-                r = build(name, models, plans, x, xc, args.threads, onnx_paths)
+                r = build(name, models, plans, x, xc, args.threads, onnx_paths, math.gcd(n, args.peer_chunk))
                 bi.warm_up(r)
                 r.calls = 1
-                out = np.asarray(r.output(), np.float64)
+                out = np.asarray(r.output(), np.float64)[:n_ref]
                 record[name] = {"max_rel_error": float((np.abs(out - ref) / np.abs(ref).max(0)).max())}
                 runners[name] = r
             except Exception as e:  # noqa: BLE001 - a failing competitor is reported, not fatal
@@ -182,7 +199,8 @@ def main() -> None:
         for k in record:
             if "predictions_per_s" in record[k]:
                 record[k]["population_ratio"] = record["population"]["predictions_per_s"] / record[k]["predictions_per_s"]
-        settings.append({"images": n, "threads": args.threads, "matmul_gflops": flops / 1e9, "results": record,
+        settings.append({"images": n, "threads": args.threads, "peer_chunk": math.gcd(n, args.peer_chunk),
+                         "matmul_gflops": flops / 1e9, "results": record,
                          "errors": errors})
         print(f"\n{n} images x {len(models)} models, {args.threads} threads (matmul {flops / 1e9:.1f} GFLOP/s)")
         print(f"{'competitor':<20} {'pred/s':>9} {'population x':>12} {'%matmul':>8} {'max rel err':>11}")

@@ -12,6 +12,7 @@
 
 #include <string>
 
+#include "common/nb_inputs.hpp"
 #include "engine/engine.hpp"
 
 namespace nb = nanobind;
@@ -19,71 +20,11 @@ using namespace nb::literals;
 
 namespace {
 
-using FloatIn = nb::ndarray<const float, nb::c_contig, nb::device::cpu, nb::ro>;
+using cc_nb::as_batch;
+using cc_nb::FloatIn;
+using cc_nb::to_weights;
 using FloatOut = nb::ndarray<float, nb::c_contig, nb::device::cpu>;
 using AnyIn = nb::ndarray<nb::device::cpu, nb::ro>;
-
-std::vector<float> take(const FloatIn& a, size_t expect, const char* name) {
-    if (a.size() != expect)
-        throw nb::value_error((std::string(name) + ": expected " + std::to_string(expect) +
-                               " values, got " + std::to_string(a.size()))
-                                  .c_str());
-    return std::vector<float>(a.data(), a.data() + a.size());
-}
-
-std::string shape_str(const AnyIn& a) {
-    std::string s = "(";
-    for (size_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
-    return s + (a.ndim() == 1 ? ",)" : ")");
-}
-
-// Interprets a 4-d array as NHWC (N,112,112,3) or NCHW (N,3,112,112).
-cc::ImageBatch as_batch(const AnyIn& x) {
-    cc::ImageBatch b{};
-    if (x.dtype() == nb::dtype<float>()) b.dtype = cc::DType::f32;
-    else if (x.dtype() == nb::dtype<double>()) b.dtype = cc::DType::f64;
-    else if (x.dtype() == nb::dtype<uint8_t>()) b.dtype = cc::DType::u8;
-    else
-        throw nb::type_error("images: dtype must be float32 (recentred pixels), float64 or uint8 "
-                             "(raw pixels 0-255)");
-    if (x.ndim() != 4)
-        throw nb::value_error(("images: expected a 4-d array (N,112,112,3) or (N,3,112,112), got "
-                               "shape " + shape_str(x)).c_str());
-    const bool nhwc = x.shape(1) == 112 && x.shape(2) == 112 && x.shape(3) == 3;
-    const bool nchw = x.shape(1) == 3 && x.shape(2) == 112 && x.shape(3) == 112;
-    if (!nhwc && !nchw)
-        throw nb::value_error(("images: expected shape (N,112,112,3) or (N,3,112,112), got " +
-                               shape_str(x)).c_str());
-    if (x.shape(0) == 0) throw nb::value_error("images: empty batch (N = 0)");
-    b.data = x.data();
-    b.count = int64_t(x.shape(0));
-    b.sn = x.stride(0);
-    if (nhwc) { b.sy = x.stride(1); b.sx = x.stride(2); b.sc = x.stride(3); }
-    else      { b.sc = x.stride(1); b.sy = x.stride(2); b.sx = x.stride(3); }
-    return b;
-}
-
-cc::ModelWeights to_weights(std::array<int, 5> n, const FloatIn& w0, const FloatIn& b0,
-                           const std::vector<FloatIn>& dw, const std::vector<FloatIn>& pw,
-                           const std::vector<FloatIn>& pb, const FloatIn& readout, float readout_bias) {
-    for (int v : n)
-        if (v < 1) throw nb::value_error("filter counts must all be >= 1");
-    if (dw.size() != 4 || pw.size() != 4 || pb.size() != 4)
-        throw nb::value_error("dw, pw and pb must each hold 4 arrays (layers 1-4)");
-    cc::ModelWeights m;
-    m.n = n;
-    m.w0 = take(w0, size_t(n[0]) * 75, "w0");
-    m.b0 = take(b0, n[0], "b0");
-    for (int l = 0; l < 4; ++l) {
-        const std::string s = std::to_string(l + 1);
-        m.dw[l] = take(dw[l], size_t(n[l]) * 25, ("dw" + s).c_str());
-        m.pw[l] = take(pw[l], size_t(n[l]) * n[l + 1], ("pw" + s).c_str());
-        m.pb[l] = take(pb[l], n[l + 1], ("pb" + s).c_str());
-    }
-    m.readout = take(readout, size_t(28 * 28) * n[4], "readout");
-    m.readout_bias = readout_bias;
-    return m;
-}
 
 const cc::KernelTable* kernels_for(const std::string& isa, int threads) {
     if (threads < 1) throw nb::value_error("threads must be >= 1");
@@ -167,8 +108,10 @@ public:
         if (models.empty()) throw nb::value_error("a population needs at least one model");
         const cc::KernelTable* k = kernels_for(isa, threads);
         std::vector<cc::ModelWeights> w;
-        for (const auto& t : models)
-            w.push_back(std::apply(to_weights, t));
+        for (size_t i = 0; i < models.size(); ++i) {
+            const auto& [n, w0, b0, dw, pw, pb, readout, bias] = models[i];
+            w.push_back(to_weights(n, w0, b0, dw, pw, pb, readout, bias, "model " + std::to_string(i) + ": "));
+        }
         eng_.reset(new cc::PopulationEngine(w, k, threads, mean, winograd));
     }
 

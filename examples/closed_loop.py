@@ -37,7 +37,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--session", default="190923")
     ap.add_argument("--rate", type=float, default=2.0, help="trials per second (deadline = 1/rate)")
-    ap.add_argument("--pool", type=int, default=256, help="candidate images per trial")
+    ap.add_argument("--pool", type=int, default=16,
+                    help="candidate images per trial (default 16: 33 published models at 2 Hz fit ~20 here)")
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")

@@ -75,11 +75,11 @@ def test_distill_learns_and_resumes(session, tmp_path):
     half = tmp_path / "h.pt"
     torch.manual_seed(1)
     with pytest.raises(KeyboardInterrupt):
-        fine_tune(CompactModel((4, 4, 3, 3, 2)), teacher, None, dying, 6, lr=2e-3, checkpoint=half,
+        fine_tune(CompactModel((4, 4, 3, 3, 2)), teacher, None, dying, 6, lr=1e-3, checkpoint=half,
                   progress=False, init_bias=True, checkpoint_every=2)
     torch.manual_seed(1)
     b = CompactModel((4, 4, 3, 3, 2))
-    fine_tune(b, teacher, None, stream, 6, lr=2e-3, checkpoint=half, progress=False, init_bias=True)
+    fine_tune(b, teacher, None, stream, 6, lr=1e-3, checkpoint=half, progress=False, init_bias=True)
     assert states_equal(b, full)
     # and training reduces the error against the teacher
     x = to_tensor(session.images[:16])
@@ -87,3 +87,29 @@ def test_distill_learns_and_resumes(session, tmp_path):
     with torch.no_grad():
         untrained = CompactModel((4, 4, 3, 3, 2)).eval()
         assert torch.mean((full(x) - y) ** 2) < torch.mean((untrained(x) - y) ** 2)
+
+
+def test_first_step_on_a_wide_readout_stays_below_the_response_spread(session):
+    """Adam moves every weight by ~lr per step, so a 28*28*24-input readout at the body's rate moves
+    the output by many response standard deviations at once; the default readout rate must not."""
+    from compactcortex.fit.distill import ImageStream, fine_tune
+    from compactcortex.models.compact import CompactModel
+
+    def teacher(x):
+        return x[:, 0, 40:70, 40:70].mean((1, 2)) / 10
+
+    stream = ImageStream(session.images, 8, 0.0, 0)
+    x = stream(0)
+    scale = float(torch.cat([teacher(stream(10**9 + i)) for i in range(4)]).std())
+
+    def first_step_change(readout_lr):
+        torch.manual_seed(0)
+        student = CompactModel((6, 6, 6, 6, 24))
+        fine_tune(student, teacher, None, stream, 1, lr=1e-3, progress=False, init_bias=True,
+                  readout_lr=readout_lr)
+        student.train()  # batch statistics, as in the step itself (activations ~1, not the init's ~0)
+        with torch.no_grad():
+            return float((student(x) - student.readout.bias).abs().max()) / scale
+
+    assert first_step_change(None) < 0.5
+    assert first_step_change(1e-3) > 2  # the same step at the body's rate: what the default avoids

@@ -15,6 +15,7 @@
 #include <tuple>
 #include <vector>
 
+#include "../common/nb_inputs.hpp"
 #include "runner.hpp"
 
 namespace nb = nanobind;
@@ -22,54 +23,15 @@ using namespace nb::literals;
 
 namespace {
 
-using FloatIn = nb::ndarray<const float, nb::c_contig, nb::device::cpu, nb::ro>;
+using cc_nb::as_batch;
+using cc_nb::FloatIn;
+using cc_nb::shape_str;
 using ModelTuple = std::tuple<std::array<int, 5>, FloatIn, FloatIn, std::vector<FloatIn>,
                               std::vector<FloatIn>, std::vector<FloatIn>, FloatIn, float>;
 using CudaIn = nb::ndarray<nb::device::cuda, nb::ro>;
 using CudaOut = nb::ndarray<float, nb::device::cuda, nb::c_contig>;
 using HostIn = nb::ndarray<nb::device::cpu, nb::ro, nb::c_contig>;
 using HostOut = nb::ndarray<float, nb::device::cpu, nb::c_contig>;
-
-std::vector<float> take(const FloatIn& a, size_t expect, const std::string& name) {
-    if (a.size() != expect)
-        throw nb::value_error((name + ": expected " + std::to_string(expect) + " values, got " +
-                               std::to_string(a.size())).c_str());
-    return std::vector<float>(a.data(), a.data() + a.size());
-}
-
-template <class A>
-std::string shape_str(const A& a) {
-    std::string s = "(";
-    for (size_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
-    return s + (a.ndim() == 1 ? ",)" : ")");
-}
-
-// Interprets a 4-d array as NHWC (N,112,112,3) or NCHW (N,3,112,112).
-template <class A>
-cc_cuda::ImageBatch as_batch(const A& x) {
-    cc_cuda::ImageBatch b{};
-    if (x.dtype() == nb::dtype<float>()) b.dtype = cc_cuda::DType::f32;
-    else if (x.dtype() == nb::dtype<double>()) b.dtype = cc_cuda::DType::f64;
-    else if (x.dtype() == nb::dtype<uint8_t>()) b.dtype = cc_cuda::DType::u8;
-    else
-        throw nb::type_error("images: dtype must be float32 (recentred pixels), float64 or uint8 "
-                             "(raw pixels 0-255)");
-    if (x.ndim() != 4)
-        throw nb::value_error(("images: expected a 4-d array (N,112,112,3) or (N,3,112,112), got "
-                               "shape " + shape_str(x)).c_str());
-    const bool nhwc = x.shape(1) == 112 && x.shape(2) == 112 && x.shape(3) == 3;
-    const bool nchw = x.shape(1) == 3 && x.shape(2) == 112 && x.shape(3) == 112;
-    if (!nhwc && !nchw)
-        throw nb::value_error(("images: expected shape (N,112,112,3) or (N,3,112,112), got " +
-                               shape_str(x)).c_str());
-    if (x.shape(0) == 0) throw nb::value_error("images: empty batch (N = 0)");
-    b.data = x.data();
-    b.count = int64_t(x.shape(0));
-    b.sn = x.stride(0);
-    if (nhwc) { b.sy = x.stride(1); b.sx = x.stride(2); b.sc = x.stride(3); }
-    else      { b.sc = x.stride(1); b.sy = x.stride(2); b.sx = x.stride(3); }
-    return b;
-}
 
 template <class A>
 void check_out(const A& out, int64_t n, int models) {
@@ -95,33 +57,17 @@ public:
         if (device < 0 || device >= count)
             throw nb::value_error(("device " + std::to_string(device) + " does not exist (" +
                                    std::to_string(count) + " CUDA devices)").c_str());
-        std::vector<cc_cuda::ModelWeights> ws;
+        std::vector<cc::ModelWeights> ws;
         for (size_t i = 0; i < models.size(); ++i) {
             const auto& [n, w0, b0, dw, pw, pb, readout, bias] = models[i];
-            const std::string pre = "model " + std::to_string(i) + ": ";
-            for (int v : n)
-                if (v < 1) throw nb::value_error((pre + "filter counts must all be >= 1").c_str());
-            if (dw.size() != 4 || pw.size() != 4 || pb.size() != 4)
-                throw nb::value_error((pre + "dw, pw and pb must each hold 4 arrays").c_str());
-            cc_cuda::ModelWeights m;
-            m.n = n;
-            m.w0 = take(w0, size_t(n[0]) * 75, pre + "w0");
-            m.b0 = take(b0, n[0], pre + "b0");
-            for (int l = 0; l < 4; ++l) {
-                const std::string s = std::to_string(l + 1);
-                m.dw[l] = take(dw[l], size_t(n[l]) * 25, pre + "dw" + s);
-                m.pw[l] = take(pw[l], size_t(n[l]) * n[l + 1], pre + "pw" + s);
-                m.pb[l] = take(pb[l], n[l + 1], pre + "pb" + s);
-            }
-            m.readout = take(readout, size_t(28 * 28) * n[4], pre + "readout");
-            m.readout_bias = bias;
-            ws.push_back(std::move(m));
+            ws.push_back(cc_nb::to_weights(n, w0, b0, dw, pw, pb, readout, bias,
+                                           "model " + std::to_string(i) + ": "));
         }
         r_.reset(new cc_cuda::Runner(ws, mean, device, size_t(workspace_bytes)));
     }
 
     int64_t predict_device(CudaIn images, CudaOut out, uintptr_t stream, bool check) {
-        const cc_cuda::ImageBatch b = as_batch(images);
+        const cc::ImageBatch b = as_batch(images);
         check_out(out, b.count, r_->num_models());
         if (images.device_id() != r_->device() || out.device_id() != r_->device())
             throw nb::value_error(("images and out must be on CUDA device " +
@@ -137,7 +83,7 @@ public:
     }
 
     int64_t predict_host(HostIn images, HostOut out, bool check) {
-        const cc_cuda::ImageBatch b = as_batch(images);
+        const cc::ImageBatch b = as_batch(images);
         check_out(out, b.count, r_->num_models());
         int64_t bad;
         {

@@ -9,29 +9,14 @@
 #include <string>
 #include <vector>
 
+#include "../common/model_types.hpp"
+
 namespace cc_cuda {
 
-// Batchnorm-folded float32 weights of one model, in a Plan's layout.
-struct ModelWeights {
-    std::array<int, 5> n{};
-    std::vector<float> w0;                 // (n0, 3, 5, 5)
-    std::vector<float> b0;                 // (n0)
-    std::array<std::vector<float>, 4> dw;  // layer i+1: (n_i, 5, 5)
-    std::array<std::vector<float>, 4> pw;  // layer i+1: (n_{i+1}, n_i)
-    std::array<std::vector<float>, 4> pb;  // layer i+1: (n_{i+1})
-    std::vector<float> readout;            // (28, 28, n4)
-    float readout_bias = 0.0f;
-};
-
-enum class DType { f32, f64, u8 };
-
-// A strided view of images: element (n, y, x, c) at data + n*sn + y*sy + x*sx + c*sc (elements).
-struct ImageBatch {
-    const void* data;
-    DType dtype;
-    int64_t count;
-    int64_t sn, sy, sx, sc;
-};
+// The plain model and image types are the CPU engine's.
+using cc::DType;
+using cc::ImageBatch;
+using cc::ModelWeights;
 
 // Number of usable devices, or -1 with `error` set to the runtime's explanation.
 int device_count(std::string* error);

@@ -9,24 +9,11 @@
 #include <string>
 #include <vector>
 
+#include "../common/model_types.hpp"
 #include "kernels.hpp"
 #include "thread_pool.hpp"
 
 namespace cc {
-
-// Batchnorm-folded weights in the canonical (unpadded) layout of a compiled Plan.
-struct ModelWeights {
-    std::array<int, 5> n{};          // filters per layer n0..n4
-    std::vector<float> w0;           // (n0, 3, 5, 5)
-    std::vector<float> b0;           // (n0)
-    std::array<std::vector<float>, 4> dw;  // layer i+1: (n_i, 5, 5)
-    std::array<std::vector<float>, 4> pw;  // layer i+1: (n_{i+1}, n_i)
-    std::array<std::vector<float>, 4> pb;  // layer i+1: (n_{i+1})
-    std::vector<float> readout;      // (28, 28, n4)
-    float readout_bias = 0.0f;
-};
-
-enum class DType { f32, f64, u8 };
 
 // First and second moments of one set of channels, summed over `count` samples.
 struct Moments {
@@ -34,15 +21,6 @@ struct Moments {
     int64_t count = 0;
     std::vector<double> sum;   // (n)
     std::vector<double> gram;  // (n, n): sum of outer products, symmetric
-};
-
-// A strided view of a batch of images: element (n, y, x, c) lives at
-// data + (n*sn + y*sy + x*sx + c*sc) elements.
-struct ImageBatch {
-    const void* data;
-    DType dtype;
-    int64_t count;
-    int64_t sn, sy, sx, sc;
 };
 
 // Which kernel table to use: "auto" picks the widest the CPU supports.

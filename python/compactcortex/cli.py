@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--session", default="190923")
     lb.add_argument("--random", type=int, default=33, help="number of random models without --data")
     lb.add_argument("--rate", type=float, default=2.0, help="trials per second (default 2)")
-    lb.add_argument("--pool", type=int, default=256, help="candidate images per trial")
+    lb.add_argument("--pool", type=int, default=16, help="candidate images per trial (default 16)")
     lb.add_argument("--trials", type=int, default=10)
     lb.add_argument("--threads", type=int, default=2)
     lb.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")

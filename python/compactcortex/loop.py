@@ -181,7 +181,7 @@ def torch_predictor(models: Sequence[Any], threads: int):
     return predict
 
 
-def loop_benchmark(models: Sequence[Any], rate_hz: float = 2.0, pool: int = 256, trials: int = 10,
+def loop_benchmark(models: Sequence[Any], rate_hz: float = 2.0, pool: int = 16, trials: int = 10,
                    threads: int = 2, compare_torch: bool = True, progress: bool = True) -> dict:
     """Simulate a closed loop at ``rate_hz`` (deadline 1/rate) for the engine and PyTorch eager.
 
