@@ -234,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
                              ("images", int, "recorded images (half train, half test)"), ("repeats", int, "trials per image"),
                              ("members", int, "teacher ensemble members"), ("teacher_epochs", int, "teacher epochs"),
                              ("student_filters", int, "filters per layer of the student before pruning (paper: 100)"),
-                             ("distill_steps", int, "distillation steps"), ("batch", int, "images per step"),
+                             ("distill_steps", int, "distillation steps"), ("distill_lr", float, "distillation learning rate"),
+                             ("batch", int, "images per step"),
                              ("threshold", float, "pruning: fraction of each layer's output variance kept"),
                              ("retrain_steps", int, "re-training steps after each pruned layer"),
                              ("threads", int, "CPU threads"), ("seed", int, "random seed")]:

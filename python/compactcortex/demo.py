@@ -22,8 +22,8 @@ __all__ = ["DemoConfig", "run_demo"]
 
 @dataclass
 class DemoConfig:
-    """Sizes of the demo. The defaults are meant to finish within 10 minutes on 2 CPU cores
-    (estimated 4-6 minutes from per-stage rates; not yet timed end to end on a quiet machine).
+    """Sizes of the demo. The defaults finish within 10 minutes on 2 CPU cores (about 4 minutes
+    measured on this project's quiet 2-core machine).
 
     The paper's students have 100 filters per layer and are distilled for far longer; on a CPU
     the defaults use ``student_filters=24`` and a few hundred steps (raise them for accuracy).
@@ -38,6 +38,7 @@ class DemoConfig:
     teacher_epochs: int = 10
     student_filters: int = 24
     distill_steps: int = 150
+    distill_lr: float = 2e-3      # short runs: twice distill()'s default (better students in 150 steps here)
     batch: int = 16
     threshold: float = 0.9        # pruning: fraction of each layer's output variance kept
     retrain_steps: int = 30       # re-training after each pruned layer
@@ -108,7 +109,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, progress: bool = Tr
         say(f"[3/6] neuron {k} ({i + 1}/{len(neurons)}): distil a {cfg.student_filters}-filter student")
         student = _stage(out / "models" / f"student_n{k}.safetensors",
                          lambda: distill(teacher, k, s.images[fit_idx], steps=cfg.distill_steps, batch=cfg.batch,
-                                         nums_filters=(cfg.student_filters,) * 5, seed=cfg.seed + k,
+                                         nums_filters=(cfg.student_filters,) * 5, seed=cfg.seed + k, lr=cfg.distill_lr,
                                          checkpoint=out / "work" / f"distill_n{k}.pt", progress=progress),
                          CompactModel.load, lambda m, p: m.save(p))
         say(f"[4/6] neuron {k}: prune (threshold {cfg.threshold}) and re-train after each layer")
