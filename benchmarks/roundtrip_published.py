@@ -27,12 +27,9 @@ saved as ``benchmarks/results/roundtrip_compact_<...>.safetensors``.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import platform
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,64 +44,13 @@ from compactcortex.data import load_session
 from compactcortex.fit import ImageStream, distill, fine_tune
 from compactcortex.models.compact import CompactModel
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_pruning import EngineTeacher, distill_path, parse_filters, pearson, write_json_atomic  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / ".." / "shared" / "data" / "v4"
 RESULTS = REPO / "benchmarks" / "results"
 RETRAIN_SEED = 1000  # image streams of the re-training after layer l use seed RETRAIN_SEED + l
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else float(o))
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a = np.asarray(a, np.float64) - np.mean(a)
-    b = np.asarray(b, np.float64) - np.mean(b)
-    d = math.sqrt(float(a @ a) * float(b @ b))
-    return float(a @ b / d) if d > 0 else float("nan")
-
-
-def parse_filters(text: str) -> tuple[int, ...]:
-    v = [int(s) for s in text.split(",")]
-    if len(v) == 1:
-        v = v * 5
-    if len(v) != 5 or min(v) < 1:
-        raise argparse.ArgumentTypeError("filters: one integer or 5 comma-separated integers >= 1")
-    return tuple(v)
-
-
-class EngineTeacher:
-    """A CompactModel run by the C++ engine, as a teacher callable: (N,3,112,112) recentred -> (N,)."""
-
-    def __init__(self, model: CompactModel, threads: int) -> None:
-        self.predictor = cc.Predictor(model, threads=threads)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.predictor.predict(x.detach().contiguous()))
-
-
-def distill_path(outdir: Path, session: str, neuron: int, filters, steps: int, batch: int, lr: float,
-                 seed: int) -> Path:
-    """The same naming as benchmarks/bench_pruning.py: equal settings share one checkpoint."""
-    f = "x".join(str(v) for v in filters)
-    return outdir / f"distill_{session}_neuron{neuron}_f{f}_steps{steps}_b{batch}_lr{lr:g}_seed{seed}.ckpt"
 
 
 def main(argv=None) -> int:
