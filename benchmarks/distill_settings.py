@@ -1,0 +1,77 @@
+"""How well one distillation setting fits a published model: the check behind distill's defaults.
+
+A fresh student (``--filters`` per layer) is distilled for ``--steps`` batches from the published
+compact model of ``--session`` neuron ``--neuron`` (run by the C++ engine), on the session's
+fit-half images mixed with procedural images, at learning rate ``--lr``; the readout weights get
+``lr / sqrt(fan-in)`` (``--readout-lr auto``, the package default), ``lr`` (``same``: the rule
+before 2026-11-27) or a given value. Printed (one JSON line) and appended to
+``benchmarks/results/distill_settings.jsonl``: the Pearson r of the student with the teacher on
+the held-out test-half images, the final training loss (MSE in teacher-SD units) and seconds.
+
+    python benchmarks/distill_settings.py --neuron 0 --lr 1e-3 --steps 1200
+    python benchmarks/distill_settings.py --neuron 0 --lr 2e-3 --readout-lr same --steps 1200
+
+One thread per run (two runs fit side by side on 2 cores); ~5 min for 24 filters x 1200 steps.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_pruning import EngineTeacher, pearson  # noqa: E402
+
+import compactcortex as cc  # noqa: E402
+from compactcortex.data import load_session  # noqa: E402
+from compactcortex.fit import ImageStream, fine_tune  # noqa: E402
+from compactcortex.models.compact import CompactModel  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / ".." / "shared" / "data" / "v4"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--session", default="190923")
+    ap.add_argument("--neuron", type=int, default=0)
+    ap.add_argument("--filters", type=int, default=24)
+    ap.add_argument("--steps", type=int, default=1200)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--readout-lr", default="auto", help="auto (lr/sqrt(fan-in)), same (= lr) or a number")
+    ap.add_argument("--procedural-fraction", type=float, default=0.5)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    s = load_session(a.data, a.session)
+    published = cc.load_published(a.data / "compact_models" / "torch" /
+                                  f"compact_model_{a.session}_neuron{a.neuron}.pt")
+    fit, test = s.images[s.fit_indices], s.images[s.test_indices]
+    teacher_test = cc.Predictor(published, threads=1).predict(test)
+    readout_lr = {"auto": None, "same": a.lr}.get(a.readout_lr)
+    if readout_lr is None and a.readout_lr != "auto":
+        readout_lr = float(a.readout_lr)
+    torch.manual_seed(a.seed)
+    student = CompactModel((a.filters,) * 5)
+    t = time.perf_counter()
+    info = fine_tune(student, EngineTeacher(published, 1), None,
+                     ImageStream(fit, a.batch, a.procedural_fraction, a.seed), a.steps, lr=a.lr,
+                     desc=f"distil neuron {a.neuron}", init_bias=True, readout_lr=readout_lr)
+    row = {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
+           "r_teacher": pearson(cc.Predictor(student, threads=1).predict(test), teacher_test),
+           "final_loss": info["final_loss"], "seconds": time.perf_counter() - t}
+    print(json.dumps(row))
+    out = REPO / "benchmarks" / "results" / "distill_settings.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "a") as f:  # one line per run, appended: a log, not a file to replace
+        f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
