@@ -54,8 +54,11 @@ def main() -> None:
                                   f"compact_model_{a.session}_neuron{a.neuron}.pt")
     fit, test = s.images[s.fit_indices], s.images[s.test_indices]
     teacher_test = cc.Predictor(published, threads=1).predict(test)
-    readout_lr = {"auto": None, "same": a.lr}.get(a.readout_lr)
-    if readout_lr is None and a.readout_lr != "auto":
+    if a.readout_lr == "auto":
+        readout_lr = None
+    elif a.readout_lr == "same":
+        readout_lr = a.lr
+    else:
         readout_lr = float(a.readout_lr)
     torch.manual_seed(a.seed)
     student = CompactModel((a.filters,) * 5)

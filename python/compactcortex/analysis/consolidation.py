@@ -216,8 +216,8 @@ def _spherical_kmeans(x: np.ndarray, k: int, rng: np.random.Generator,
             sums[j] = x[worst]
             fit[worst] = np.inf
         c = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-300)
-    score = float(np.abs(x @ c.T).max(axis=1).sum())
-    return c, np.abs(x @ c.T).argmax(axis=1), score
+    fit = np.abs(x @ c.T)
+    return c, fit.argmax(axis=1), float(fit.max(axis=1).sum())
 
 
 def pointwise_input_rms(model, images: np.ndarray, layer: int = 1) -> np.ndarray:
