@@ -14,6 +14,7 @@
 
 #include "common/nb_inputs.hpp"
 #include "engine/engine.hpp"
+#include "train/bind_train.hpp"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -149,6 +150,7 @@ const cc::KernelTable* table(const std::string& isa) {
 
 NB_MODULE(_engine, m) {
     m.doc() = "compactcortex C++ CPU engine (no Python or torch inside).";
+    cc_nb::bind_train(m);
 
     nb::class_<PyEngine>(m, "Engine")
         .def(nb::init<std::array<int, 5>, FloatIn, FloatIn, std::vector<FloatIn>,

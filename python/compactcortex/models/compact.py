@@ -41,6 +41,15 @@ class CompactModel(nn.Module):
             ``(1e-3, 0, 0, 0, 0)``.
         mean: per-channel pixel mean (R, G, B) that inputs are recentred by (metadata: the
             forward pass takes already recentred images).
+        backend: ``"torch"`` (PyTorch operations) or ``"engine"`` (the C++ training kernels of
+            :mod:`compactcortex.models.engine_backend`: forward and backward, multi-threaded,
+            masked filters skipped). Settable later as ``model.backend``; an engine model runs
+            the PyTorch path where the kernels cannot (CUDA tensors, float64). Both compute the
+            same function of the same parameters. ``model.engine_threads`` sets the kernels'
+            threads (default: ``torch.get_num_threads()``).
+
+    Filter masks (:meth:`set_filter_mask`) switch filters off without removing them: a masked
+    filter's output is 0 in both backends, so its own and its readers' weights get zero gradient.
 
     ``forward(x)`` takes ``x`` of shape (N, 3, 112, 112): float pixels minus ``mean``, and returns
     the predicted response of shape (N,) (the units of the training targets, e.g. spike counts
@@ -52,6 +61,7 @@ class CompactModel(nn.Module):
         nums_filters: Sequence[int] = (100, 100, 100, 100, 100),
         bn_eps: float | Sequence[float] = KERAS_BN_EPS,
         mean: Sequence[float] = DATASET_MEAN,
+        backend: str = "torch",
     ) -> None:
         super().__init__()
         n = tuple(int(v) for v in nums_filters)
@@ -64,6 +74,9 @@ class CompactModel(nn.Module):
         self.bn_eps = eps
         self.mean = tuple(float(m) for m in mean)
         self.provenance: dict = {}
+        self.backend = backend
+        self.engine_threads: int | None = None
+        self._masks: list[torch.Tensor | None] = [None] * 5
 
         self.layer0_conv = nn.Conv2d(3, n[0], 5, padding=2)
         self.layer0_bn = nn.BatchNorm2d(n[0], eps=eps[0])
@@ -75,19 +88,65 @@ class CompactModel(nn.Module):
             setattr(self, f"layer{i}_bn", nn.BatchNorm2d(n[i], eps=eps[i]))
         self.readout = nn.Linear(MAP_SIZE * MAP_SIZE * n[4], 1)
 
+    @property
+    def backend(self) -> str:
+        """``"torch"`` or ``"engine"``: what :meth:`forward` (and so training) runs on."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        if value not in ("torch", "engine"):
+            raise ValueError(f"backend must be 'torch' or 'engine', got {value!r}")
+        self._backend = value
+
+    def set_filter_mask(self, layer: int, mask) -> None:
+        """Switch filters of ``layer`` (0-4) off: ``mask`` (n_layer,) is 1/True to keep a filter,
+        0/False to mask it; None clears the layer's mask. At least one filter must stay."""
+        if layer not in range(5):
+            raise ValueError(f"layer must be 0-4, got {layer}")
+        if mask is None:
+            self._masks[layer] = None
+            return
+        m = torch.as_tensor(np.asarray(mask))
+        if m.shape != (self.nums_filters[layer],):
+            raise ValueError(f"mask of layer {layer} must have shape ({self.nums_filters[layer]},), "
+                             f"got {tuple(m.shape)}")
+        if m.dtype != torch.bool:
+            if not torch.all((m == 0) | (m == 1)):
+                raise ValueError(f"mask of layer {layer} must hold only 0/1 or booleans")
+            m = m != 0
+        if not m.any():
+            raise ValueError(f"mask of layer {layer} masks every filter; at least one must stay")
+        self._masks[layer] = m.clone()
+
+    def filter_masks(self) -> list[torch.Tensor]:
+        """The 5 layers' masks as bool tensors (n_layer,), True = kept (all True when unset)."""
+        return [torch.ones(n, dtype=torch.bool) if m is None else m.clone()
+                for n, m in zip(self.nums_filters, self._masks)]
+
+    def _masked(self, x: torch.Tensor, layer: int) -> torch.Tensor:
+        m = self._masks[layer]
+        return x if m is None else x * m.to(device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+
     def features(self, x: torch.Tensor, upto: int = 4) -> torch.Tensor:
-        """Activations after layer ``upto`` (0-4), shape (N, n_upto, H, W)."""
-        x = F.relu(self.layer0_bn(self.layer0_conv(x)))
+        """Activations after layer ``upto`` (0-4), shape (N, n_upto, H, W) (PyTorch path)."""
+        x = self._masked(F.relu(self.layer0_bn(self.layer0_conv(x))), 0)
         for i in range(1, upto + 1):
             # TF 'same' padding: stride 2 on an even size pads 1 before and 2 after.
             x = F.pad(x, (1, 2, 1, 2) if i <= 2 else (2, 2, 2, 2))
             x = getattr(self, f"layer{i}_conv_depth")(x)
             x = F.relu(getattr(self, f"layer{i}_bn")(getattr(self, f"layer{i}_conv_point")(x)))
+            x = self._masked(x, i)
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or tuple(x.shape[1:]) != (3, IMAGE_SIZE, IMAGE_SIZE):
             raise ValueError(f"expected input of shape (N, 3, {IMAGE_SIZE}, {IMAGE_SIZE}), got {tuple(x.shape)}")
+        if self._backend == "engine":
+            from .engine_backend import engine_forward, engine_usable
+
+            if engine_usable(self, x):
+                return engine_forward(self, x)
         x = self.features(x)
         # Flatten in (H, W, C) order, as the Keras Flatten on channels-last maps did.
         return self.readout(x.permute(0, 2, 3, 1).flatten(1)).squeeze(1)

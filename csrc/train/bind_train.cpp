@@ -1,0 +1,156 @@
+// Bindings of the training kernels: checks every array at the boundary (errors name the
+// argument), releases the GIL while the kernels run.
+#include "bind_train.hpp"
+
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/array.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/unique_ptr.h>
+#include <nanobind/stl/vector.h>
+
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include "trainer.hpp"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace cc_nb {
+namespace {
+
+using FIn = nb::ndarray<const float, nb::c_contig, nb::device::cpu, nb::ro>;
+using FOut = nb::ndarray<float, nb::c_contig, nb::device::cpu>;
+using IIn = nb::ndarray<const int32_t, nb::ndim<1>, nb::c_contig, nb::device::cpu, nb::ro>;
+namespace tr = cc::train;
+
+[[noreturn]] void fail(const std::string& msg) { throw nb::value_error(msg.c_str()); }
+
+template <class A>
+void check_size(const A& a, int64_t expect, const std::string& name) {
+    if (int64_t(a.size()) != expect)
+        fail(name + ": expected " + std::to_string(expect) + " float32 values, got " + std::to_string(a.size()));
+}
+
+class PyTrainer {
+public:
+    PyTrainer(std::array<int, 5> n, int threads, const std::string& isa) {
+        if (threads < 1) fail("threads must be >= 1");
+        for (int v : n)
+            if (v < 1) fail("filter counts must all be >= 1");
+        const tr::TrainKernels* k;
+        try {
+            k = tr::select_train_kernels(isa);
+        } catch (const std::exception& e) {
+            fail(e.what());
+        }
+        t_ = std::make_unique<tr::Trainer>(n, threads, k);
+    }
+
+    std::unique_ptr<tr::Tape> forward(FIn x, const std::vector<FIn>& params, const std::vector<FOut>& running,
+                                      const std::vector<IIn>& active, std::array<float, 5> eps,
+                                      float momentum, bool training, FOut out) {
+        const auto& n = t_->filters();
+        if (x.ndim() != 4 || x.shape(1) != 3 || x.shape(2) != 112 || x.shape(3) != 112 || x.shape(0) == 0)
+            fail("x: expected a float32 array of shape (N, 3, 112, 112) with N >= 1");
+        const int64_t N = int64_t(x.shape(0));
+        if (out.ndim() != 1 || int64_t(out.shape(0)) != N)
+            fail("out: expected a float32 array of shape (" + std::to_string(N) + ",)");
+        if (params.size() != size_t(tr::kParams)) fail("params: expected 26 arrays");
+        if (running.size() != 10) fail("running: expected 10 arrays (mean and variance of layers 0-4)");
+        if (active.size() != 5) fail("active: expected 5 index arrays");
+        const auto sizes = tr::param_sizes(n);
+        std::array<const float*, tr::kParams> P;
+        for (int p = 0; p < tr::kParams; ++p) {
+            check_size(params[p], sizes[p], "params[" + std::to_string(p) + "]");
+            P[p] = params[p].data();
+        }
+        std::array<float*, 10> R;
+        for (int i = 0; i < 10; ++i) {
+            check_size(running[i], n[i / 2], "running[" + std::to_string(i) + "]");
+            R[i] = running[i].data();
+        }
+        tr::StepConfig cfg;
+        for (int l = 0; l < 5; ++l) {
+            const IIn& a = active[l];
+            if (a.shape(0) == 0) fail("active[" + std::to_string(l) + "]: every filter of layer " +
+                                      std::to_string(l) + " is masked");
+            cfg.active[l].assign(a.data(), a.data() + a.shape(0));
+            for (size_t j = 0; j < cfg.active[l].size(); ++j) {
+                const int v = cfg.active[l][j];
+                if (v < 0 || v >= n[l] || (j && v <= cfg.active[l][j - 1]))
+                    fail("active[" + std::to_string(l) + "]: indices must increase within 0.." +
+                         std::to_string(n[l] - 1));
+            }
+            if (!(eps[l] >= 0)) fail("eps: batchnorm epsilons must be >= 0");
+        }
+        cfg.eps = eps;
+        cfg.momentum = momentum;
+        cfg.training = training;
+        nb::gil_scoped_release release;
+        return t_->forward(x.data(), N, P, R, cfg, out.data());
+    }
+
+    std::array<int, 5> filters() const { return t_->filters(); }
+    int threads() const { return t_->threads(); }
+    std::string isa() const { return t_->isa(); }
+
+private:
+    std::unique_ptr<tr::Trainer> t_;
+};
+
+void backward(tr::Tape& tape, FIn gout, const std::vector<FOut>& grads, std::optional<FOut> dx,
+              std::array<int, 5> n) {
+    const int64_t N = tape.count();
+    check_size(gout, N, "grad_out");
+    if (grads.size() != size_t(tr::kParams)) fail("grads: expected 26 arrays");
+    const auto sizes = tr::param_sizes(n);
+    std::array<float*, tr::kParams> G;
+    for (int p = 0; p < tr::kParams; ++p) {
+        check_size(grads[p], sizes[p], "grads[" + std::to_string(p) + "]");
+        G[p] = grads[p].data();
+    }
+    if (dx) check_size(*dx, N * 3 * 112 * 112, "dx");
+    nb::gil_scoped_release release;
+    try {
+        tape.backward(gout.data(), G, dx ? dx->data() : nullptr);
+    } catch (const std::runtime_error& e) {
+        nb::gil_scoped_acquire acquire;
+        throw nb::value_error(e.what());
+    }
+}
+
+}  // namespace
+
+void bind_train(nb::module_& m) {
+    nb::class_<tr::Tape>(m, "Tape", "What a training forward pass keeps for its backward pass.")
+        .def_prop_ro("count", &tr::Tape::count)
+        .def("backward", &backward, "grad_out"_a, "grads"_a, "dx"_a.none(), "filters"_a,
+             "Gradients of sum(grad_out * out) into grads (26 arrays in parameter order) and, "
+             "when dx is given, the input (N,3,112,112). Once per forward pass.");
+
+    nb::class_<PyTrainer>(m, "Trainer",
+                          "Forward and backward passes of a CompactModel on the CPU, multi-threaded.")
+        .def(nb::init<std::array<int, 5>, int, const std::string&>(), "filters"_a, "threads"_a,
+             "isa"_a = "auto")
+        .def("forward", &PyTrainer::forward, "x"_a, "params"_a, "running"_a, "active"_a, "eps"_a,
+             "momentum"_a, "training"_a, "out"_a,
+             "One batch (N,3,112,112) through the model into out (N,); returns the Tape for "
+             "backward. Training mode uses batch statistics and updates `running` in place.")
+        .def_prop_ro("filters", &PyTrainer::filters)
+        .def_prop_ro("threads", &PyTrainer::threads)
+        .def_prop_ro("isa", &PyTrainer::isa);
+
+    m.def("_train_kernel_gemm",
+          [](const std::string& isa, int M, int N, int K, FIn X, int64_t si, int64_t st, FIn Y, int64_t ldy,
+             FOut C, int64_t ldc, bool accumulate) {
+              tr::select_train_kernels(isa)->gemm(M, N, K, X.data(), si, st, Y.data(), ldy, C.data(), ldc,
+                                                  accumulate);
+          },
+          "isa"_a, "M"_a, "N"_a, "K"_a, "X"_a, "si"_a, "st"_a, "Y"_a, "ldy"_a, "C"_a, "ldc"_a,
+          "accumulate"_a, "Unchecked access to one training kernel, for the tests.");
+}
+
+}  // namespace cc_nb

@@ -1,0 +1,80 @@
+// Forward and backward passes of the compact model over a batch, for training on the CPU.
+//
+// A Trainer owns a thread pool and reusable workspaces; forward() runs one batch and returns
+// the Tape that backward() needs (the feature maps, the step's packed weights and batchnorm
+// statistics). Masked filters are compacted away before any kernel runs, so a step costs what
+// the physically smaller model's step costs, and masked parameters get exactly zero gradient.
+//
+// Parameters come in PyTorch's layouts, 26 arrays in this order (see param_index):
+//   0 layer0_conv.weight (n0,3,5,5)   1 layer0_conv.bias   2 layer0_bn.weight   3 layer0_bn.bias
+//   4+5(l-1)+{0..4} for l = 1..4: layer{l}_conv_depth.weight (n_{l-1},1,5,5),
+//       layer{l}_conv_point.weight (n_l,n_{l-1},1,1), layer{l}_conv_point.bias,
+//       layer{l}_bn.weight, layer{l}_bn.bias
+//   24 readout.weight (1, 28*28*n4) in (H,W,C) order   25 readout.bias (1)
+// Running statistics: 10 arrays, running_mean and running_var of layers 0..4.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "kernels.hpp"
+
+namespace cc {
+namespace train {
+
+constexpr int kParams = 26;
+
+// The training-kernel table for an instruction-set name ("auto", "avx512", ..., "reference").
+const TrainKernels* select_train_kernels(const std::string& isa);
+
+// Sizes (in floats) of the 26 parameter arrays of a model with filters n.
+std::array<int64_t, kParams> param_sizes(const std::array<int, 5>& n);
+
+struct StepConfig {
+    std::array<std::vector<int>, 5> active;  // kept filters of each layer, increasing, non-empty
+    std::array<float, 5> eps;                // batchnorm epsilons
+    float momentum = 0.1f;                   // PyTorch's running-statistics momentum
+    bool training = true;                    // batch statistics (and update the running ones)
+};
+
+struct Workspace;
+struct Impl;
+
+class Tape {
+public:
+    ~Tape();
+    // Gradients of sum_i gout[i] * out[i]: every parameter into grads (26 arrays, fully written,
+    // zeros for masked entries) and, when dx is not null, the input (N,3,112,112). Once only.
+    void backward(const float* gout, const std::array<float*, kParams>& grads, float* dx);
+    int64_t count() const;
+
+    struct State;  // defined in trainer.cpp
+
+private:
+    friend class Trainer;
+    std::unique_ptr<State> s_;
+};
+
+class Trainer {
+public:
+    Trainer(std::array<int, 5> n, int threads, const TrainKernels* k);
+    ~Trainer();
+    // x: (N,3,112,112) recentred images, C-contiguous. Writes out[0..N) and, in training mode,
+    // updates the running statistics in place.
+    std::unique_ptr<Tape> forward(const float* x, int64_t N,
+                                  const std::array<const float*, kParams>& params,
+                                  const std::array<float*, 10>& running, const StepConfig& cfg,
+                                  float* out);
+    const std::array<int, 5>& filters() const;
+    int threads() const;
+    const char* isa() const;
+
+private:
+    std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace train
+}  // namespace cc

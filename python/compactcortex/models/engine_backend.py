@@ -1,0 +1,104 @@
+"""CompactModel's ``backend="engine"``: forward and backward through the C++ training kernels.
+
+One :class:`torch.autograd.Function` wraps ``compactcortex._engine.Trainer`` (``csrc/train``):
+the forward pass returns the model's (N,) output and keeps a tape of the feature maps; the
+backward pass fills the gradient of every parameter (and of the input when it requires one).
+PyTorch's optimisers then update the parameters as usual. Filter masks are passed as the kept
+filters' indices, so masked filters cost nothing and get exactly zero gradient.
+"""
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch.autograd.function import once_differentiable
+
+if TYPE_CHECKING:
+    from .compact import CompactModel
+
+__all__ = ["PARAM_NAMES", "engine_usable", "engine_forward"]
+
+#: The parameters in the order of the C++ Trainer (csrc/train/trainer.hpp).
+PARAM_NAMES = (
+    ["layer0_conv.weight", "layer0_conv.bias", "layer0_bn.weight", "layer0_bn.bias"]
+    + [f"layer{i}_{part}" for i in range(1, 5) for part in
+       ("conv_depth.weight", "conv_point.weight", "conv_point.bias", "bn.weight", "bn.bias")]
+    + ["readout.weight", "readout.bias"]
+)
+
+# One Trainer (thread pool and reusable workspaces) per model and thread count.
+_trainers: "weakref.WeakKeyDictionary[CompactModel, object]" = weakref.WeakKeyDictionary()
+
+
+def _batchnorms(model: "CompactModel") -> list[torch.nn.BatchNorm2d]:
+    return [model.layer0_bn] + [getattr(model, f"layer{i}_bn") for i in range(1, 5)]
+
+
+def engine_usable(model: "CompactModel", x: torch.Tensor) -> bool:
+    """Whether the engine kernels can run this model on ``x``: CPU float32 throughout, batchnorm
+    with a float momentum, one training mode, and the compiled module present. Otherwise the
+    model runs its plain PyTorch path (CUDA tensors, float64, ...)."""
+    if x.device.type != "cpu" or x.dtype != torch.float32:
+        return False
+    w = model.layer0_conv.weight
+    if w.device.type != "cpu" or w.dtype != torch.float32:
+        return False
+    bns = _batchnorms(model)
+    if any(bn.momentum is None or not bn.track_running_stats or bn.training != model.training for bn in bns):
+        return False
+    try:
+        from .. import _engine  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _trainer(model: "CompactModel"):
+    from .. import _engine
+
+    threads = model.engine_threads or torch.get_num_threads()
+    t = _trainers.get(model)
+    if t is None or tuple(t.filters) != model.nums_filters or t.threads != threads:
+        t = _engine.Trainer(list(model.nums_filters), threads)
+        _trainers[model] = t
+    return t
+
+
+class _CompactFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, model, x, *params):  # noqa: D102 - see engine_forward
+        bns = _batchnorms(model)
+        running = [t for bn in bns for t in (bn.running_mean, bn.running_var)]
+        active = [np.flatnonzero(m.numpy()).astype(np.int32) for m in model.filter_masks()]
+        trainer = _trainer(model)
+        out = torch.empty(x.shape[0], dtype=torch.float32)
+        tape = trainer.forward(x.detach().contiguous(), [p.detach().contiguous() for p in params], running,
+                               active, [float(bn.eps) for bn in bns], float(bns[0].momentum), model.training, out)
+        if model.training:
+            for bn in bns:
+                bn.num_batches_tracked.add_(1)
+        ctx.tape, ctx.filters = tape, list(model.nums_filters)
+        ctx.shapes = [p.shape for p in params]
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):  # noqa: D102
+        grads = [torch.empty(s, dtype=torch.float32) for s in ctx.shapes]
+        dx = torch.empty((ctx.tape.count, 3, 112, 112), dtype=torch.float32) if ctx.needs_input_grad[1] else None
+        ctx.tape.backward(grad_out.detach().float().contiguous(), grads, dx, ctx.filters)
+        ctx.tape = None  # frees the feature maps at once
+        wanted = ctx.needs_input_grad[2:]
+        return (None, dx, *[g if w else None for g, w in zip(grads, wanted)])
+
+
+def engine_forward(model: "CompactModel", x: torch.Tensor) -> torch.Tensor:
+    """The model's (N,) output on recentred images x (N, 3, 112, 112), through the C++ kernels.
+
+    In training mode the batchnorm uses batch statistics and updates its running statistics
+    (PyTorch's momentum rule), exactly as the PyTorch path does.
+    """
+    state = dict(model.named_parameters())
+    return _CompactFunction.apply(model, x, *[state[name] for name in PARAM_NAMES])
