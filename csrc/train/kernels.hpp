@@ -39,15 +39,18 @@ struct TrainKernels {
     // a = max(0, z*scale[c] + shift[c]): batchnorm + ReLU.
     void (*bn_relu)(const float* z, int P, int C, const float* scale, const float* shift, float* a);
 
-    // Batchnorm + ReLU backward, statistics: with g = (a > 0 ? da : 0) and
-    // xhat = (z - mu[c]) * rstd[c]: sg[c] += g, sgx[c] += g*xhat.
-    void (*bn_back_stats)(const float* da, const float* z, const float* a, int P, int C,
-                          const float* mu, const float* rstd, float* sg, float* sgx);
+    // Batchnorm + ReLU backward, statistics. The ReLU was active where z*scale + shift > 0
+    // (recomputed exactly as bn_relu computed it, so no activation map is kept); with
+    // g = (active ? da : 0) and xhat = (z - mu[c]) * rstd[c]: sg[c] += g, sgx[c] += g*xhat.
+    void (*bn_back_stats)(const float* da, const float* z, int P, int C, const float* scale,
+                          const float* shift, const float* mu, const float* rstd, float* sg,
+                          float* sgx);
 
-    // Batchnorm + ReLU backward, the input gradient: dz = (a > 0 ? k1*da : 0) + k2*z + k3
+    // Batchnorm + ReLU backward, the input gradient: dz = (active ? k1*da : 0) + k2*z + k3
     // per channel; dzsum[c] += dz (the gradient of a bias added before the batchnorm).
-    void (*bn_back)(const float* da, const float* z, const float* a, int P, int C, const float* k1,
-                    const float* k2, const float* k3, float* dz, float* dzsum);
+    void (*bn_back)(const float* da, const float* z, int P, int C, const float* scale,
+                    const float* shift, const float* k1, const float* k2, const float* k3, float* dz,
+                    float* dzsum);
 };
 
 const TrainKernels* train_kernels_avx512();

@@ -66,21 +66,23 @@ void bn_relu(const float* z, int P, int C, const float* scale, const float* shif
         }
 }
 
-void bn_back_stats(const float* da, const float* z, const float* a, int P, int C, const float* mu,
-                   const float* rstd, float* sg, float* sgx) {
+bool active(float z, float scale, float shift) { return z * scale + shift > 0.0f; }
+
+void bn_back_stats(const float* da, const float* z, int P, int C, const float* scale, const float* shift,
+                   const float* mu, const float* rstd, float* sg, float* sgx) {
     for (int p = 0; p < P; ++p)
         for (int c = 0; c < C; ++c) {
-            const float g = a[p * C + c] > 0.0f ? da[p * C + c] : 0.0f;
+            const float g = active(z[p * C + c], scale[c], shift[c]) ? da[p * C + c] : 0.0f;
             sg[c] += g;
             sgx[c] += g * ((z[p * C + c] - mu[c]) * rstd[c]);
         }
 }
 
-void bn_back(const float* da, const float* z, const float* a, int P, int C, const float* k1,
-             const float* k2, const float* k3, float* dz, float* dzsum) {
+void bn_back(const float* da, const float* z, int P, int C, const float* scale, const float* shift,
+             const float* k1, const float* k2, const float* k3, float* dz, float* dzsum) {
     for (int p = 0; p < P; ++p)
         for (int c = 0; c < C; ++c) {
-            const float g = a[p * C + c] > 0.0f ? k1[c] * da[p * C + c] : 0.0f;
+            const float g = active(z[p * C + c], scale[c], shift[c]) ? k1[c] * da[p * C + c] : 0.0f;
             const float v = g + k2[c] * z[p * C + c] + k3[c];
             dz[p * C + c] = v;
             dzsum[c] += v;

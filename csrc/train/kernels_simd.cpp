@@ -138,25 +138,47 @@ void dw_row(const float* const in[5], int Win, int pad, int s, int Wout, const f
 
 void dw_row_backward(const float* const in[5], float* const din[5], int Win, int pad, int s, int Wout,
                      const float* w, const float* g, int C, float* dw) {
-    for (int c = 0; c < C; c += W) {
-        vf acc[25] = {};
-        for (int x = 0; x < Wout; ++x) {
-            const vf gv = load(g + idx(x) * C + c);
-            for (int ky = 0; ky < 5; ++ky) {
-                if (!in[ky]) continue;
-                const float* r = in[ky];
-                float* d = din[ky];
+    int x_lo, x_hi;
+    interior(Win, pad, s, Wout, x_lo, x_hi);
+    for (int c = 0; c < C; c += W)
+        for (int ky = 0; ky < 5; ++ky) {
+            if (!in[ky]) continue;
+            const float* r = in[ky] + c;
+            float* d = din[ky] ? din[ky] + c : nullptr;
+            vf wk[5], acc[5] = {};
+            for (int kx = 0; kx < 5; ++kx) wk[kx] = load(w + (ky * 5 + kx) * C + c);
+            auto edge = [&](int x) {
+                const vf gv = load(g + idx(x) * C + c);
                 for (int kx = 0; kx < 5; ++kx) {
                     const int xi = s * x + kx - pad;
                     if (xi < 0 || xi >= Win) continue;
-                    const idx o = idx(xi) * C + c;
-                    acc[ky * 5 + kx] += load(r + o) * gv;
-                    if (d) store(d + o, load(d + o) + gv * load(w + (ky * 5 + kx) * C + c));
+                    acc[kx] += load(r + idx(xi) * C) * gv;
+                    if (d) store(d + idx(xi) * C, load(d + idx(xi) * C) + gv * wk[kx]);
+                }
+            };
+            for (int x = 0; x < x_lo; ++x) edge(x);
+            if (d) {
+                for (int x = x_lo; x < x_hi; ++x) {
+                    const vf gv = load(g + idx(x) * C + c);
+                    const idx o = idx(s * x - pad) * C;
+                    for (int kx = 0; kx < 5; ++kx) {
+                        acc[kx] += load(r + o + kx * C) * gv;
+                        store(d + o + kx * C, load(d + o + kx * C) + gv * wk[kx]);
+                    }
+                }
+            } else {
+                for (int x = x_lo; x < x_hi; ++x) {
+                    const vf gv = load(g + idx(x) * C + c);
+                    const idx o = idx(s * x - pad) * C;
+                    for (int kx = 0; kx < 5; ++kx) acc[kx] += load(r + o + kx * C) * gv;
                 }
             }
+            for (int x = x_hi; x < Wout; ++x) edge(x);
+            for (int kx = 0; kx < 5; ++kx) {
+                float* p = dw + (ky * 5 + kx) * C + c;
+                store(p, load(p) + acc[kx]);
+            }
         }
-        for (int t = 0; t < 25; ++t) store(dw + t * C + c, load(dw + t * C + c) + acc[t]);
-    }
 }
 
 // ---- per-channel passes over P pixels (channel loop innermost; C a multiple of W) ----
@@ -180,26 +202,27 @@ void bn_relu(const float* z, int P, int C, const float* scale, const float* shif
         }
 }
 
-void bn_back_stats(const float* da, const float* z, const float* a, int P, int C, const float* mu,
-                   const float* rstd, float* sg, float* sgx) {
+void bn_back_stats(const float* da, const float* z, int P, int C, const float* scale, const float* shift,
+                   const float* mu, const float* rstd, float* sg, float* sgx) {
     const vf zero{};
     for (int p = 0; p < P; ++p)
         for (int c = 0; c < C; c += W) {
             const idx o = idx(p) * C + c;
-            const vf g = load(a + o) > zero ? load(da + o) : zero;
+            const vf g = load(z + o) * load(scale + c) + load(shift + c) > zero ? load(da + o) : zero;
             store(sg + c, load(sg + c) + g);
             store(sgx + c, load(sgx + c) + g * ((load(z + o) - load(mu + c)) * load(rstd + c)));
         }
 }
 
-void bn_back(const float* da, const float* z, const float* a, int P, int C, const float* k1,
-             const float* k2, const float* k3, float* dz, float* dzsum) {
+void bn_back(const float* da, const float* z, int P, int C, const float* scale, const float* shift,
+             const float* k1, const float* k2, const float* k3, float* dz, float* dzsum) {
     const vf zero{};
     for (int p = 0; p < P; ++p)
         for (int c = 0; c < C; c += W) {
             const idx o = idx(p) * C + c;
-            const vf g = load(a + o) > zero ? load(k1 + c) * load(da + o) : zero;
-            const vf v = g + load(k2 + c) * load(z + o) + load(k3 + c);
+            const vf zv = load(z + o);
+            const vf g = zv * load(scale + c) + load(shift + c) > zero ? load(k1 + c) * load(da + o) : zero;
+            const vf v = g + load(k2 + c) * zv + load(k3 + c);
             store(dz + o, v);
             store(dzsum + c, load(dzsum + c) + v);
         }

@@ -20,6 +20,7 @@ constexpr int kPadded = 116;                      // layer-0 input with its 2-pi
 constexpr int kK0 = 75;                           // layer-0 patch length (ky, kx, ci)
 constexpr int kK0p = 80;                          // ... padded to a multiple of every width
 constexpr int kBandPixels = 112;                  // pixels per band of rows
+constexpr int kRing = 8;                          // rows of layer 0's maps held by layer 1
 
 int round_up(int v, int w) { return (v + w - 1) / w * w; }
 int param_base(int l) { return 4 + 5 * (l - 1); }  // first of layer l's (1..4) five arrays
@@ -54,6 +55,7 @@ std::array<int64_t, kParams> param_sizes(const std::array<int, 5>& n) {
 // Per-thread scratch: bands, patch rows and the gradient accumulators.
 struct Scratch {
     std::vector<float> patches, dband, dzband, ddband, dpatch, dxpad;
+    std::vector<float> ring_a, ring_da;  // 8 rows of layer 0's activations and their gradient
     std::vector<float> img_acc, fa, fb;  // one image's gradient sums; one band's statistics
     std::vector<double> acc, sa, sb;     // the thread's sums over its images
 };
@@ -63,7 +65,7 @@ struct Workspace {
     int64_t N = 0;
     std::array<int, 5> cp{};
     std::vector<float> xpad;                          // (N, 116, 116, 3)
-    std::array<std::vector<float>, 5> z, a, da;       // (N, H, H, cp[l])
+    std::array<std::vector<float>, 5> z, a, da;       // (N, H, H, cp[l]); no a[0] (recomputed)
     std::vector<Scratch> scratch;
 };
 
@@ -117,6 +119,7 @@ struct Tape::State {
     std::array<std::vector<float>, 5> dw, pwT, pwB, pb;  // index l = 1..4
     float rb = 0;
     std::array<std::vector<float>, 5> mu, rstd;          // statistics used by the batchnorm
+    std::array<std::vector<float>, 5> scale, shift;      // the batchnorm as z*scale + shift
     // Offsets into the flat per-image gradient accumulator.
     int64_t off_w0T = 0, off_b0 = 0, acc_size = 0;
     std::array<int64_t, 5> off_dw{}, off_pwT{}, off_pb{};
@@ -213,7 +216,7 @@ std::unique_ptr<Workspace> make_workspace(int64_t N, const std::array<int, 5>& c
     for (int l = 0; l < 5; ++l) {
         const size_t sz = size_t(N) * kSize[l] * kSize[l] * cp[l];
         ws->z[l].assign(sz, 0.0f);
-        ws->a[l].assign(sz, 0.0f);
+        if (l > 0) ws->a[l].assign(sz, 0.0f);
         cmax = std::max(cmax, cp[l]);
     }
     ws->scratch.resize(threads);
@@ -222,6 +225,8 @@ std::unique_ptr<Workspace> make_workspace(int64_t N, const std::array<int, 5>& c
         sc.dband.assign(size_t(kBandPixels) * cmax, 0.0f);
         sc.dzband.assign(size_t(kBandPixels) * cmax, 0.0f);
         sc.ddband.assign(size_t(kBandPixels) * cmax, 0.0f);
+        sc.ring_a.assign(size_t(kRing) * 112 * cp[0], 0.0f);
+        sc.ring_da.assign(size_t(kRing) * 112 * cp[0], 0.0f);
         sc.fa.assign(cmax, 0.0f);
         sc.fb.assign(cmax, 0.0f);
         sc.sa.assign(cmax, 0.0);
@@ -230,13 +235,38 @@ std::unique_ptr<Workspace> make_workspace(int64_t N, const std::array<int, 5>& c
     return ws;
 }
 
-// Input rows of output row y of layer l (1..4) in image map `in`; nullptr outside the map.
-void input_rows(const float* in, int l, int cpi, int y, const float* rows[5]) {
-    const int Hin = kSize[l - 1];
-    for (int ky = 0; ky < 5; ++ky) {
-        const int yi = kStride[l] * y + ky - kPad[l];
-        rows[ky] = yi >= 0 && yi < Hin ? in + int64_t(yi) * Hin * cpi : nullptr;
+// The input rows of layer l's (1..4) output rows, for one image. Layer 0's activations are
+// never stored: for layer 1 they are recomputed from z0 (batchnorm + ReLU) into a ring of
+// kRing rows as the output rows advance (rows are asked for in increasing order, and one band
+// of two output rows spans 7 input rows).
+struct InputRows {
+    const TrainKernels& K;
+    const float* map;  // layer l-1's activations, or z0 for l == 1
+    int l, cpi;
+    float* ring = nullptr;  // l == 1
+    const float *scale = nullptr, *shift = nullptr;
+    int next = 0;
+
+    const float* row(int yi) {
+        const int64_t rs = int64_t(kSize[l - 1]) * cpi;
+        if (!ring) return map + yi * rs;
+        for (; next <= yi; ++next)
+            K.bn_relu(map + next * rs, kSize[l - 1], cpi, scale, shift, ring + (next % kRing) * rs);
+        return ring + (yi % kRing) * rs;
     }
+    void rows_for(int y, const float* rows[5]) {
+        for (int ky = 0; ky < 5; ++ky) {
+            const int yi = kStride[l] * y + ky - kPad[l];
+            rows[ky] = yi >= 0 && yi < kSize[l - 1] ? row(yi) : nullptr;
+        }
+    }
+};
+
+InputRows input_rows(Tape::State& s, Workspace& ws, Scratch& sc, int l, int64_t i) {
+    if (l == 1)
+        return InputRows{*s.impl->k, s.map(ws.z[0], 0, i), 1, s.cp[0], sc.ring_a.data(), s.scale[0].data(),
+                         s.shift[0].data()};
+    return InputRows{*s.impl->k, s.map(ws.a[l - 1], l - 1, i), l, s.cp[l - 1]};
 }
 
 // Layer-0 patch rows: patches[x*75 + ky*15 + j] = xpad[(y+ky)*116*3 + 3x + j].
@@ -297,7 +327,6 @@ std::unique_ptr<Tape> Trainer::forward(const float* x, int64_t N, const std::arr
                     dst[(int64_t(y + 2) * kPadded + xx + 2) * 3 + ci] = src[(int64_t(ci) * 112 + y) * 112 + xx];
     });
 
-    std::vector<float> scale, shift;
     for (int l = 0; l < 5; ++l) {
         const int H = kSize[l], cpo = s.cp[l];
         zero_stats(ws.scratch);
@@ -317,12 +346,12 @@ std::unique_ptr<Tape> Trainer::forward(const float* x, int64_t N, const std::arr
             const int cpi = s.cp[l - 1], rows = std::max(1, kBandPixels / H);
             im.for_images(N, [&](int tid, int64_t i) {
                 Scratch& sc = ws.scratch[tid];
-                const float* in = s.map(ws.a[l - 1], l - 1, i);
+                InputRows in = input_rows(s, ws, sc, l, i);
                 for (int y0 = 0; y0 < H; y0 += rows) {
                     const int nr = std::min(rows, H - y0), P = nr * H;
                     for (int r = 0; r < nr; ++r) {
                         const float* ir[5];
-                        input_rows(in, l, cpi, y0 + r, ir);
+                        in.rows_for(y0 + r, ir);
                         K.dw_row(ir, kSize[l - 1], kPad[l], kStride[l], H, s.dw[l].data(), cpi,
                                  sc.dband.data() + int64_t(r) * H * cpi);
                     }
@@ -337,6 +366,8 @@ std::unique_ptr<Tape> Trainer::forward(const float* x, int64_t N, const std::arr
         const double M = double(N) * H * H;
         s.mu[l].assign(cpo, 0.0f);
         s.rstd[l].assign(cpo, 0.0f);
+        std::vector<float>& scale = s.scale[l];
+        std::vector<float>& shift = s.shift[l];
         scale.assign(cpo, 0.0f);
         shift.assign(cpo, 0.0f);
         float* rm = running[2 * l];
@@ -362,9 +393,10 @@ std::unique_ptr<Tape> Trainer::forward(const float* x, int64_t N, const std::arr
             scale[cj] = float(s.gamma[l][cj] * r);
             shift[cj] = float(s.beta[l][cj] - mean * s.gamma[l][cj] * r);
         }
-        im.for_images(N, [&](int, int64_t i) {
-            K.bn_relu(s.map(ws.z[l], l, i), H * H, cpo, scale.data(), shift.data(), s.map(ws.a[l], l, i));
-        });
+        if (l > 0)  // layer 0's activations are recomputed where needed (InputRows)
+            im.for_images(N, [&](int, int64_t i) {
+                K.bn_relu(s.map(ws.z[l], l, i), H * H, cpo, scale.data(), shift.data(), s.map(ws.a[l], l, i));
+            });
     }
     // Readout over the (H, W, C) map.
     im.for_images(N, [&](int, int64_t i) {
@@ -426,19 +458,22 @@ void Tape::backward(const float* gout, const std::array<float*, kParams>& grads,
     std::vector<float> k1, k2, k3;
     for (int l = 4; l >= 0; --l) {
         const int H = kSize[l], cpo = s.cp[l], rows = std::max(1, kBandPixels / H);
-        // Pass A: the batch sums the batchnorm backward needs (and its own gradients).
-        zero_stats(ws.scratch);
-        im.for_images(N, [&](int tid, int64_t i) {
-            Scratch& sc = ws.scratch[tid];
-            for (int y0 = 0; y0 < H; y0 += rows) {
-                const int64_t off = int64_t(y0) * H * cpo;
-                const int P = std::min(rows, H - y0) * H;
-                K.bn_back_stats(s.map(ws.da[l], l, i) + off, s.map(ws.z[l], l, i) + off,
-                                s.map(ws.a[l], l, i) + off, P, cpo, s.mu[l].data(), s.rstd[l].data(),
-                                sc.fa.data(), sc.fb.data());
-                flush_stats(sc, cpo);
-            }
-        });
+        // Pass A: the batch sums the batchnorm backward needs (and its own gradients). Layer
+        // 0's are summed by layer 1's pass B as its gradient rows complete.
+        if (l > 0) {
+            zero_stats(ws.scratch);
+            im.for_images(N, [&](int tid, int64_t i) {
+                Scratch& sc = ws.scratch[tid];
+                for (int y0 = 0; y0 < H; y0 += rows) {
+                    const int64_t off = int64_t(y0) * H * cpo;
+                    const int P = std::min(rows, H - y0) * H;
+                    K.bn_back_stats(s.map(ws.da[l], l, i) + off, s.map(ws.z[l], l, i) + off, P, cpo,
+                                    s.scale[l].data(), s.shift[l].data(), s.mu[l].data(), s.rstd[l].data(),
+                                    sc.fa.data(), sc.fb.data());
+                    flush_stats(sc, cpo);
+                }
+            });
+        }
         const double M = double(N) * H * H;
         dgamma[l].assign(cpo, 0.0f);
         dbeta[l].assign(cpo, 0.0f);
@@ -461,20 +496,42 @@ void Tape::backward(const float* gout, const std::array<float*, kParams>& grads,
         // Pass B: the convolution's gradients, band by band; dz is never stored.
         if (l >= 1) {
             const int cpi = s.cp[l - 1], Hin = kSize[l - 1];
+            const int64_t rs = int64_t(Hin) * cpi;
+            if (l == 1) zero_stats(ws.scratch);  // layer 0's pass A happens here
             im.for_images(N, [&](int tid, int64_t i) {
                 Scratch& sc = ws.scratch[tid];
-                const float* in = s.map(ws.a[l - 1], l - 1, i);
+                InputRows in = input_rows(s, ws, sc, l, i);
                 float* din = s.map(ws.da[l - 1], l - 1, i);
-                std::fill(din, din + int64_t(Hin) * Hin * cpi, 0.0f);
+                // Layer 1 gathers layer 0's gradient rows in a ring and writes each row out once,
+                // with its batchnorm sums, when no later output row reads it.
+                const bool ring = l == 1;
+                int zeroed = 0, done = 0;
+                auto grad_row = [&](int yi) -> float* {
+                    if (!ring) return din + yi * rs;
+                    for (; zeroed <= yi; ++zeroed)
+                        std::fill_n(sc.ring_da.data() + (zeroed % kRing) * rs, rs, 0.0f);
+                    return sc.ring_da.data() + (yi % kRing) * rs;
+                };
+                auto finish_rows = [&](int upto) {
+                    for (; done <= upto; ++done) {
+                        const float* src = sc.ring_da.data() + (done % kRing) * rs;
+                        const float* z0 = s.map(ws.z[0], 0, i) + done * rs;
+                        K.bn_back_stats(src, z0, Hin, cpi, s.scale[0].data(), s.shift[0].data(), s.mu[0].data(),
+                                        s.rstd[0].data(), sc.fa.data(), sc.fb.data());
+                        flush_stats(sc, cpi);
+                        std::copy_n(src, rs, din + done * rs);
+                    }
+                };
+                if (!ring) std::fill(din, din + int64_t(Hin) * rs, 0.0f);
                 for (int y0 = 0; y0 < H; y0 += rows) {
                     const int nr = std::min(rows, H - y0), P = nr * H;
                     const int64_t off = int64_t(y0) * H * cpo;
-                    K.bn_back(s.map(ws.da[l], l, i) + off, s.map(ws.z[l], l, i) + off, s.map(ws.a[l], l, i) + off,
-                              P, cpo, k1.data(), k2.data(), k3.data(), sc.dzband.data(),
+                    K.bn_back(s.map(ws.da[l], l, i) + off, s.map(ws.z[l], l, i) + off, P, cpo, s.scale[l].data(),
+                              s.shift[l].data(), k1.data(), k2.data(), k3.data(), sc.dzband.data(),
                               sc.img_acc.data() + s.off_pb[l]);
                     for (int r = 0; r < nr; ++r) {  // recompute the depthwise output
                         const float* ir[5];
-                        input_rows(in, l, cpi, y0 + r, ir);
+                        in.rows_for(y0 + r, ir);
                         K.dw_row(ir, Hin, kPad[l], kStride[l], H, s.dw[l].data(), cpi,
                                  sc.dband.data() + int64_t(r) * H * cpi);
                     }
@@ -484,14 +541,18 @@ void Tape::backward(const float* gout, const std::array<float*, kParams>& grads,
                            cpi, false);
                     for (int r = 0; r < nr; ++r) {
                         const float* ir[5];
-                        input_rows(in, l, cpi, y0 + r, ir);
                         float* dr[5];
-                        for (int ky = 0; ky < 5; ++ky)
-                            dr[ky] = ir[ky] ? din + (ir[ky] - in) : nullptr;
+                        in.rows_for(y0 + r, ir);
+                        for (int ky = 0; ky < 5; ++ky) {
+                            const int yi = kStride[l] * (y0 + r) + ky - kPad[l];
+                            dr[ky] = ir[ky] ? grad_row(yi) : nullptr;
+                        }
                         K.dw_row_backward(ir, dr, Hin, kPad[l], kStride[l], H, s.dw[l].data(),
                                           sc.ddband.data() + int64_t(r) * H * cpi, cpi,
                                           sc.img_acc.data() + s.off_dw[l]);
                     }
+                    // Rows no later output row reads: r + pad < stride * (last output row + 1).
+                    if (ring) finish_rows(y0 + nr >= H ? Hin - 1 : kStride[l] * (y0 + nr) - kPad[l] - 1);
                 }
                 flush_image(sc);
             });
@@ -502,8 +563,8 @@ void Tape::backward(const float* gout, const std::array<float*, kParams>& grads,
                 if (dx) std::fill(sc.dxpad.begin(), sc.dxpad.end(), 0.0f);
                 for (int y = 0; y < H; ++y) {
                     const int64_t off = int64_t(y) * H * cpo;
-                    K.bn_back(s.map(ws.da[0], 0, i) + off, s.map(ws.z[0], 0, i) + off, s.map(ws.a[0], 0, i) + off,
-                              H, cpo, k1.data(), k2.data(), k3.data(), sc.dzband.data(),
+                    K.bn_back(s.map(ws.da[0], 0, i) + off, s.map(ws.z[0], 0, i) + off, H, cpo, s.scale[0].data(),
+                              s.shift[0].data(), k1.data(), k2.data(), k3.data(), sc.dzband.data(),
                               sc.img_acc.data() + s.off_b0);
                     im2col(xpad, y, sc.patches.data());
                     K.gemm(kK0, cpo, H, sc.patches.data(), 1, kK0, sc.dzband.data(), cpo,
@@ -536,6 +597,9 @@ void Tape::backward(const float* gout, const std::array<float*, kParams>& grads,
     std::vector<double> acc(s.acc_size + rsize + 1, 0.0);
     for (auto& sc : ws.scratch)
         for (size_t k = 0; k < acc.size(); ++k) acc[k] += sc.acc[k];
+    // A bias added before a training-mode batchnorm is subtracted again with the batch mean:
+    // its gradient is exactly zero (the sum of dz is only rounding noise).
+    auto bias_grad = [&](double sum) { return s.cfg.training ? 0.0f : float(sum); };
     const auto sizes = param_sizes(n);
     for (int p = 0; p < kParams; ++p) std::fill(grads[p], grads[p] + sizes[p], 0.0f);
     for (int cj = 0; cj < s.c[0]; ++cj) {
@@ -545,7 +609,7 @@ void Tape::backward(const float* gout, const std::array<float*, kParams>& grads,
                 for (int kx = 0; kx < 5; ++kx)
                     grads[0][((j * 3 + ci) * 5 + ky) * 5 + kx] =
                         float(acc[s.off_w0T + int64_t(ky * 15 + kx * 3 + ci) * s.cp[0] + cj]);
-        grads[1][j] = float(acc[s.off_b0 + cj]);
+        grads[1][j] = bias_grad(acc[s.off_b0 + cj]);
     }
     for (int l = 0; l < 5; ++l) {
         float* dg = l == 0 ? grads[2] : grads[param_base(l) + 3];
@@ -564,7 +628,7 @@ void Tape::backward(const float* gout, const std::array<float*, kParams>& grads,
                 grads[base + 1][int64_t(act[l][co]) * n[l - 1] + ji] =
                     float(acc[s.off_pwT[l] + int64_t(ci) * s.cp[l] + co]);
         }
-        for (int co = 0; co < s.c[l]; ++co) grads[base + 2][act[l][co]] = float(acc[s.off_pb[l] + co]);
+        for (int co = 0; co < s.c[l]; ++co) grads[base + 2][act[l][co]] = bias_grad(acc[s.off_pb[l] + co]);
     }
     for (int hw = 0; hw < 28 * 28; ++hw)
         for (int cj = 0; cj < s.c[4]; ++cj)
