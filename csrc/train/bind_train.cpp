@@ -151,6 +151,27 @@ void bind_train(nb::module_& m) {
           },
           "isa"_a, "M"_a, "N"_a, "K"_a, "X"_a, "si"_a, "st"_a, "Y"_a, "ldy"_a, "C"_a, "ldc"_a,
           "accumulate"_a, "Unchecked access to one training kernel, for the tests.");
+    // rows: (5, Win, C) input rows (row ky absent where has_row[ky] is false), w (25, C).
+    m.def("_train_kernel_dw_row",
+          [](const std::string& isa, FIn rows, std::array<bool, 5> has_row, int Win, int pad, int s, int Wout,
+             FIn w, int C, FOut out) {
+              const float* r[5];
+              for (int ky = 0; ky < 5; ++ky) r[ky] = has_row[ky] ? rows.data() + int64_t(ky) * Win * C : nullptr;
+              tr::select_train_kernels(isa)->dw_row(r, Win, pad, s, Wout, w.data(), C, out.data());
+          },
+          "isa"_a, "rows"_a, "has_row"_a, "Win"_a, "pad"_a, "s"_a, "Wout"_a, "w"_a, "C"_a, "out"_a);
+    m.def("_train_kernel_dw_row_backward",
+          [](const std::string& isa, FIn rows, FOut drows, std::array<bool, 5> has_row, int Win, int pad, int s,
+             int Wout, FIn w, FIn g, int C, FOut dw) {
+              const float* r[5];
+              float* d[5];
+              for (int ky = 0; ky < 5; ++ky) {
+                  r[ky] = has_row[ky] ? rows.data() + int64_t(ky) * Win * C : nullptr;
+                  d[ky] = has_row[ky] ? drows.data() + int64_t(ky) * Win * C : nullptr;
+              }
+              tr::select_train_kernels(isa)->dw_row_backward(r, d, Win, pad, s, Wout, w.data(), g.data(), C, dw.data());
+          },
+          "isa"_a, "rows"_a, "drows"_a, "has_row"_a, "Win"_a, "pad"_a, "s"_a, "Wout"_a, "w"_a, "g"_a, "C"_a, "dw"_a);
 }
 
 }  // namespace cc_nb

@@ -104,33 +104,35 @@ inline void interior(int Win, int pad, int s, int Wout, int& x_lo, int& x_hi) {
 
 void dw_row(const float* const in[5], int Win, int pad, int s, int Wout, const float* w, int C,
             float* out) {
+    constexpr int P = 8;  // outputs per block: P accumulators + 5 weights of one kernel row
     int x_lo, x_hi;
     interior(Win, pad, s, Wout, x_lo, x_hi);
     for (int c = 0; c < C; c += W) {
-        vf wv[25];
-        for (int t = 0; t < 25; ++t) wv[t] = load(w + t * C + c);
         auto edge = [&](int x) {
             vf acc{};
             for (int ky = 0; ky < 5; ++ky) {
                 if (!in[ky]) continue;
                 for (int kx = 0; kx < 5; ++kx) {
                     const int xi = s * x + kx - pad;
-                    if (xi >= 0 && xi < Win) acc += load(in[ky] + idx(xi) * C + c) * wv[ky * 5 + kx];
+                    if (xi >= 0 && xi < Win)
+                        acc += load(in[ky] + idx(xi) * C + c) * load(w + (ky * 5 + kx) * C + c);
                 }
             }
             store(out + idx(x) * C + c, acc);
         };
         for (int x = 0; x < x_lo; ++x) edge(x);
         int x = x_lo;
-        for (; x + 4 <= x_hi; x += 4) {  // four independent accumulation chains
-            vf acc[4] = {};
+        for (; x + P <= x_hi; x += P) {
+            vf acc[P] = {};
             for (int ky = 0; ky < 5; ++ky) {
                 if (!in[ky]) continue;
                 const float* r = in[ky] + idx(s * x - pad) * C + c;
+                vf wk[5];
+                for (int kx = 0; kx < 5; ++kx) wk[kx] = load(w + (ky * 5 + kx) * C + c);
                 for (int kx = 0; kx < 5; ++kx)
-                    for (int p = 0; p < 4; ++p) acc[p] += load(r + idx(s * p + kx) * C) * wv[ky * 5 + kx];
+                    for (int p = 0; p < P; ++p) acc[p] += load(r + idx(s * p + kx) * C) * wk[kx];
             }
-            for (int p = 0; p < 4; ++p) store(out + idx(x + p) * C + c, acc[p]);
+            for (int p = 0; p < P; ++p) store(out + idx(x + p) * C + c, acc[p]);
         }
         for (; x < Wout; ++x) edge(x);
     }
