@@ -101,21 +101,23 @@ private:
     std::unique_ptr<tr::Trainer> t_;
 };
 
-void backward(tr::Tape& tape, FIn gout, const std::vector<FOut>& grads, std::optional<FOut> dx,
+void backward(tr::Tape& tape, FIn gout, std::optional<std::vector<FOut>> grads, std::optional<FOut> dx,
               std::array<int, 5> n) {
     const int64_t N = tape.count();
     check_size(gout, N, "grad_out");
-    if (grads.size() != size_t(tr::kParams)) fail("grads: expected 26 arrays");
-    const auto sizes = tr::param_sizes(n);
     std::array<float*, tr::kParams> G;
-    for (int p = 0; p < tr::kParams; ++p) {
-        check_size(grads[p], sizes[p], "grads[" + std::to_string(p) + "]");
-        G[p] = grads[p].data();
+    if (grads) {
+        if (grads->size() != size_t(tr::kParams)) fail("grads: expected 26 arrays");
+        const auto sizes = tr::param_sizes(n);
+        for (int p = 0; p < tr::kParams; ++p) {
+            check_size((*grads)[p], sizes[p], "grads[" + std::to_string(p) + "]");
+            G[p] = (*grads)[p].data();
+        }
     }
     if (dx) check_size(*dx, N * 3 * 112 * 112, "dx");
     nb::gil_scoped_release release;
     try {
-        tape.backward(gout.data(), G, dx ? dx->data() : nullptr);
+        tape.backward(gout.data(), grads ? &G : nullptr, dx ? dx->data() : nullptr);
     } catch (const std::runtime_error& e) {
         nb::gil_scoped_acquire acquire;
         throw nb::value_error(e.what());
@@ -127,9 +129,9 @@ void backward(tr::Tape& tape, FIn gout, const std::vector<FOut>& grads, std::opt
 void bind_train(nb::module_& m) {
     nb::class_<tr::Tape>(m, "Tape", "What a training forward pass keeps for its backward pass.")
         .def_prop_ro("count", &tr::Tape::count)
-        .def("backward", &backward, "grad_out"_a, "grads"_a, "dx"_a.none(), "filters"_a,
-             "Gradients of sum(grad_out * out) into grads (26 arrays in parameter order) and, "
-             "when dx is given, the input (N,3,112,112). Once per forward pass.");
+        .def("backward", &backward, "grad_out"_a, "grads"_a.none(), "dx"_a.none(), "filters"_a,
+             "Gradients of sum(grad_out * out) into grads (26 arrays in parameter order; None: "
+             "skip them) and, when dx is given, the input (N,3,112,112). Once per forward pass.");
 
     nb::class_<PyTrainer>(m, "Trainer",
                           "Forward and backward passes of a CompactModel on the CPU, multi-threaded.")

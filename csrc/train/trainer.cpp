@@ -410,7 +410,7 @@ std::unique_ptr<Tape> Trainer::forward(const float* x, int64_t N, const std::arr
     return tape;
 }
 
-void Tape::backward(const float* gout, const std::array<float*, kParams>& grads, float* dx) {
+void Tape::backward(const float* gout, const std::array<float*, kParams>* grads, float* dx) {
     if (!s_->ws || s_->used) throw std::runtime_error("backward was already run on this forward pass");
     s_->used = true;
     State& s = *s_;
@@ -421,6 +421,7 @@ void Tape::backward(const float* gout, const std::array<float*, kParams>& grads,
     const int64_t N = s.N;
     const auto& n = im.n;
     const auto& act = s.cfg.active;
+    const bool want = grads != nullptr;  // else only dx: skip the weight-gradient products
 
     for (int l = 0; l < 5; ++l)
         if (ws.da[l].size() != ws.z[l].size()) ws.da[l].assign(ws.z[l].size(), 0.0f);
@@ -447,10 +448,9 @@ void Tape::backward(const float* gout, const std::array<float*, kParams>& grads,
         const float* a = s.map(ws.a[4], 4, i);
         float* da = s.map(ws.da[4], 4, i);
         double* dR = sc.acc.data() + s.acc_size;
-        for (int64_t k = 0; k < rsize; ++k) {
-            da[k] = g * s.R[k];
-            dR[k] += double(g) * a[k];
-        }
+        for (int64_t k = 0; k < rsize; ++k) da[k] = g * s.R[k];
+        if (want)
+            for (int64_t k = 0; k < rsize; ++k) dR[k] += double(g) * a[k];
         dR[rsize] += g;
     });
 
@@ -535,8 +535,9 @@ void Tape::backward(const float* gout, const std::array<float*, kParams>& grads,
                         K.dw_row(ir, Hin, kPad[l], kStride[l], H, s.dw[l].data(), cpi,
                                  sc.dband.data() + int64_t(r) * H * cpi);
                     }
-                    K.gemm(s.c[l - 1], cpo, P, sc.dband.data(), 1, cpi, sc.dzband.data(), cpo,
-                           sc.img_acc.data() + s.off_pwT[l], cpo, true);
+                    if (want)
+                        K.gemm(s.c[l - 1], cpo, P, sc.dband.data(), 1, cpi, sc.dzband.data(), cpo,
+                               sc.img_acc.data() + s.off_pwT[l], cpo, true);
                     K.gemm(P, cpi, s.c[l], sc.dzband.data(), cpo, 1, s.pwB[l].data(), cpi, sc.ddband.data(),
                            cpi, false);
                     for (int r = 0; r < nr; ++r) {
@@ -566,9 +567,11 @@ void Tape::backward(const float* gout, const std::array<float*, kParams>& grads,
                     K.bn_back(s.map(ws.da[0], 0, i) + off, s.map(ws.z[0], 0, i) + off, H, cpo, s.scale[0].data(),
                               s.shift[0].data(), k1.data(), k2.data(), k3.data(), sc.dzband.data(),
                               sc.img_acc.data() + s.off_b0);
-                    im2col(xpad, y, sc.patches.data());
-                    K.gemm(kK0, cpo, H, sc.patches.data(), 1, kK0, sc.dzband.data(), cpo,
-                           sc.img_acc.data() + s.off_w0T, cpo, true);
+                    if (want) {
+                        im2col(xpad, y, sc.patches.data());
+                        K.gemm(kK0, cpo, H, sc.patches.data(), 1, kK0, sc.dzband.data(), cpo,
+                               sc.img_acc.data() + s.off_w0T, cpo, true);
+                    }
                     if (dx) {
                         K.gemm(H, kK0p, s.c[0], sc.dzband.data(), cpo, 1, s.w0p.data(), kK0p, sc.dpatch.data(),
                                kK0p, false);
@@ -593,7 +596,12 @@ void Tape::backward(const float* gout, const std::array<float*, kParams>& grads,
         }
     }
 
+    if (!want) {
+        im.give_back(std::move(s.ws));
+        return;
+    }
     // Sum the threads' accumulators and scatter into PyTorch's layouts (zeros where masked).
+    const auto& G = *grads;
     std::vector<double> acc(s.acc_size + rsize + 1, 0.0);
     for (auto& sc : ws.scratch)
         for (size_t k = 0; k < acc.size(); ++k) acc[k] += sc.acc[k];
@@ -601,19 +609,19 @@ void Tape::backward(const float* gout, const std::array<float*, kParams>& grads,
     // its gradient is exactly zero (the sum of dz is only rounding noise).
     auto bias_grad = [&](double sum) { return s.cfg.training ? 0.0f : float(sum); };
     const auto sizes = param_sizes(n);
-    for (int p = 0; p < kParams; ++p) std::fill(grads[p], grads[p] + sizes[p], 0.0f);
+    for (int p = 0; p < kParams; ++p) std::fill(G[p], G[p] + sizes[p], 0.0f);
     for (int cj = 0; cj < s.c[0]; ++cj) {
         const int j = act[0][cj];
         for (int ci = 0; ci < 3; ++ci)
             for (int ky = 0; ky < 5; ++ky)
                 for (int kx = 0; kx < 5; ++kx)
-                    grads[0][((j * 3 + ci) * 5 + ky) * 5 + kx] =
+                    G[0][((j * 3 + ci) * 5 + ky) * 5 + kx] =
                         float(acc[s.off_w0T + int64_t(ky * 15 + kx * 3 + ci) * s.cp[0] + cj]);
-        grads[1][j] = bias_grad(acc[s.off_b0 + cj]);
+        G[1][j] = bias_grad(acc[s.off_b0 + cj]);
     }
     for (int l = 0; l < 5; ++l) {
-        float* dg = l == 0 ? grads[2] : grads[param_base(l) + 3];
-        float* db = l == 0 ? grads[3] : grads[param_base(l) + 4];
+        float* dg = l == 0 ? G[2] : G[param_base(l) + 3];
+        float* db = l == 0 ? G[3] : G[param_base(l) + 4];
         for (int cj = 0; cj < s.c[l]; ++cj) {
             dg[act[l][cj]] = dgamma[l][cj];
             db[act[l][cj]] = dbeta[l][cj];
@@ -623,17 +631,17 @@ void Tape::backward(const float* gout, const std::array<float*, kParams>& grads,
         const int base = param_base(l);
         for (int ci = 0; ci < s.c[l - 1]; ++ci) {
             const int ji = act[l - 1][ci];
-            for (int t = 0; t < 25; ++t) grads[base][ji * 25 + t] = float(acc[s.off_dw[l] + int64_t(t) * s.cp[l - 1] + ci]);
+            for (int t = 0; t < 25; ++t) G[base][ji * 25 + t] = float(acc[s.off_dw[l] + int64_t(t) * s.cp[l - 1] + ci]);
             for (int co = 0; co < s.c[l]; ++co)
-                grads[base + 1][int64_t(act[l][co]) * n[l - 1] + ji] =
+                G[base + 1][int64_t(act[l][co]) * n[l - 1] + ji] =
                     float(acc[s.off_pwT[l] + int64_t(ci) * s.cp[l] + co]);
         }
-        for (int co = 0; co < s.c[l]; ++co) grads[base + 2][act[l][co]] = bias_grad(acc[s.off_pb[l] + co]);
+        for (int co = 0; co < s.c[l]; ++co) G[base + 2][act[l][co]] = bias_grad(acc[s.off_pb[l] + co]);
     }
     for (int hw = 0; hw < 28 * 28; ++hw)
         for (int cj = 0; cj < s.c[4]; ++cj)
-            grads[24][int64_t(hw) * n[4] + act[4][cj]] = float(acc[s.acc_size + int64_t(hw) * s.cp[4] + cj]);
-    grads[25][0] = float(acc[s.acc_size + rsize]);
+            G[24][int64_t(hw) * n[4] + act[4][cj]] = float(acc[s.acc_size + int64_t(hw) * s.cp[4] + cj]);
+    G[25][0] = float(acc[s.acc_size + rsize]);
     // The feature maps are no longer needed: hand the workspace back for the next step.
     im.give_back(std::move(s.ws));
 }

@@ -46,9 +46,10 @@ struct Impl;
 class Tape {
 public:
     ~Tape();
-    // Gradients of sum_i gout[i] * out[i]: every parameter into grads (26 arrays, fully written,
-    // zeros for masked entries) and, when dx is not null, the input (N,3,112,112). Once only.
-    void backward(const float* gout, const std::array<float*, kParams>& grads, float* dx);
+    // Gradients of sum_i gout[i] * out[i]: when grads is not null, every parameter into its 26
+    // arrays (fully written, zeros for masked entries); when dx is not null, the input
+    // (N,3,112,112). Once only.
+    void backward(const float* gout, const std::array<float*, kParams>* grads, float* dx);
     int64_t count() const;
 
     struct State;  // defined in trainer.cpp

@@ -195,13 +195,19 @@ def _to_uint8(pixels: torch.Tensor, pixel_range: tuple[float, float]) -> np.ndar
 
 
 @contextmanager
-def _eval_mode(models: Sequence[torch.nn.Module]) -> Iterator[None]:
-    """Run with every model in eval mode (batchnorm on its running statistics); restore after."""
-    modes = [m.training for m in models]
+def _eval_mode(models: Sequence[CompactModel]) -> Iterator[None]:
+    """Run with every model in eval mode (batchnorm on its running statistics), on the engine
+    backend and with its parameters frozen (only the images' gradient is computed); restore after."""
+    saved = [(m.training, m.backend, [p.requires_grad for p in m.parameters()]) for m in models]
     try:
         for m in models:
             m.eval()
+            m.backend = "engine"
+            m.requires_grad_(False)
         yield
     finally:
-        for m, mode in zip(models, modes):
+        for m, (mode, backend, grads) in zip(models, saved):
             m.train(mode)
+            m.backend = backend
+            for p, g in zip(m.parameters(), grads):
+                p.requires_grad_(g)

@@ -40,4 +40,8 @@ def remove_filters(model: CompactModel, layer: int, keep: Sequence[int]) -> Comp
             v = v.reshape(1, 28, 28, -1)[..., keep_idx].reshape(1, -1)
         state[key] = v.clone()
     out.to(next(model.parameters()).dtype).load_state_dict(state)
+    out.backend, out.engine_threads = model.backend, model.engine_threads
+    for i, m in enumerate(model.filter_masks()):  # other layers keep their masks
+        kept = m[keep_idx] if i == layer else m
+        out.set_filter_mask(i, None if bool(kept.all()) or not kept.any() else kept)
     return out.train(model.training)

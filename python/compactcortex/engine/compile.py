@@ -26,7 +26,8 @@ def compile(model: CompactModel, drop_dead_channels: bool = True) -> Plan:  # no
     Folding is done in float64. With ``drop_dead_channels``, a channel whose folded incoming
     weights are all zero and whose bias is <= 0 outputs exactly 0 after its ReLU (a pruned
     filter); it is removed together with the weights that read it in the next layer, so the
-    Plan is physically smaller and computes the same function.
+    Plan is physically smaller and computes the same function. Masked filters
+    (``model.set_filter_mask``) are such channels.
     """
     if not isinstance(model, CompactModel):
         raise TypeError(f"compile() expects a CompactModel, got {type(model).__name__}")
@@ -46,6 +47,13 @@ def compile(model: CompactModel, drop_dead_channels: bool = True) -> Plan:  # no
         pb.append(d(point.bias) * s + t)
     readout = d(model.readout.weight).reshape(28, 28, n[4])
     bias = float(d(model.readout.bias)[0])
+    # A masked filter outputs 0: zero weights and bias in front of its ReLU.
+    for l, m in enumerate(model.filter_masks()):
+        off = ~m.numpy()
+        if l == 0:
+            w0[off], b0[off] = 0.0, 0.0
+        else:
+            pw[l - 1][off], pb[l - 1][off] = 0.0, 0.0
 
     if drop_dead_channels:
         # Layer l's outgoing weights: w0 (layer 0) or pw[l-1]; its readers: dw[l], pw[l] (or readout).

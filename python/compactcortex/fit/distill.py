@@ -79,14 +79,16 @@ def _param_groups(student: CompactModel, lr: float, readout_lr: float | None) ->
 
 def fine_tune(student: CompactModel, teacher: Teacher, neuron: int | None, stream: ImageStream, steps: int,
               lr: float = 3e-4, checkpoint: str | Path | None = None, desc: str = "distil",
-              progress: bool = True, mask: dict[str, torch.Tensor] | None = None,
-              init_bias: bool = False, checkpoint_every: int = 50, readout_lr: float | None = None) -> dict:
+              progress: bool = True, init_bias: bool = False, checkpoint_every: int = 50,
+              readout_lr: float | None = None, backend: str = "engine") -> dict:
     """Train ``student`` (in place) on the teacher's outputs for ``steps`` batches of ``stream``.
 
     The loss is the mean squared error in units of the teacher's response standard deviation
     (measured on the first batches). The learning rate decays with a cosine schedule. With
     ``checkpoint``, the state is saved atomically every ``checkpoint_every`` steps and at the end, and an existing
-    checkpoint is resumed. ``mask`` (parameter name -> 0/1 tensor) keeps pruned weights at zero;
+    checkpoint is resumed. The student's filter masks (``set_filter_mask``) hold: masked filters
+    stay off and their weights get no gradient. ``backend`` is the student's backend while it
+    trains (``"engine"``: the C++ kernels on CPU float32, PyTorch elsewhere; restored after).
     ``init_bias`` starts a fresh student at the teacher's mean response (readout bias = mean,
     readout weights = 0). ``readout_lr`` is the learning rate of the readout weights (default
     ``lr / sqrt(fan-in)``; see ``_param_groups``). Returns ``{"steps", "final_loss"}``.
@@ -112,6 +114,7 @@ def fine_tune(student: CompactModel, teacher: Teacher, neuron: int | None, strea
             save_checkpoint(checkpoint, {"model": student.state_dict(), "optim": opt.state_dict(),
                                          "sched": sched.state_dict(), "step": step, "scale": scale, "losses": losses})
 
+    previous_backend, student.backend = student.backend, backend
     student.train()
     bar = tqdm(range(start, steps), desc=desc, unit="step", disable=not progress, initial=start, total=steps)
     for step in bar:
@@ -120,10 +123,6 @@ def fine_tune(student: CompactModel, teacher: Teacher, neuron: int | None, strea
         loss = torch.mean(((student(x) - y) / scale) ** 2)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if mask:  # pruned filters stay pruned
-            for name, p in student.named_parameters():
-                if name in mask and p.grad is not None:
-                    p.grad.mul_(mask[name])
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))
@@ -133,6 +132,7 @@ def fine_tune(student: CompactModel, teacher: Teacher, neuron: int | None, strea
             save(step + 1)
     save(steps)
     student.eval()
+    student.backend = previous_backend
     return {"steps": steps, "final_loss": float(np.mean(losses[-20:])) if losses else float("nan")}
 
 
@@ -148,6 +148,7 @@ def distill(
     seed: int = 0,
     checkpoint: str | Path | None = None,
     progress: bool = True,
+    backend: str = "engine",
 ) -> CompactModel:
     """Distil one neuron of ``teacher`` into a fresh compact student (the paper: 100 filters per layer).
 
@@ -158,6 +159,7 @@ def distill(
         images: (N,112,112,3) uint8 images (a session's) to mix, shifted, into the stream;
             ``procedural_fraction`` of every batch is procedural images.
         steps, batch: training length; checkpoint: resumable training state (see fine_tune).
+        backend: what the student trains on (see :func:`fine_tune`).
 
     Returns:
         The trained student, in eval mode, in the teacher's response units.
@@ -166,7 +168,7 @@ def distill(
     student = CompactModel(nums_filters)
     stream = ImageStream(images, batch, procedural_fraction, seed)
     info = fine_tune(student, teacher, neuron, stream, steps, lr, checkpoint, desc=f"distil neuron {neuron}",
-                     progress=progress, init_bias=True)
+                     progress=progress, init_bias=True, backend=backend)
     student.provenance = {"distilled_from_neuron": neuron, "steps": steps, "batch": batch, "seed": seed,
                           "final_loss": info["final_loss"]}
     return student

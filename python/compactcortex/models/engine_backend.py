@@ -86,11 +86,13 @@ class _CompactFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):  # noqa: D102
-        grads = [torch.empty(s, dtype=torch.float32) for s in ctx.shapes]
+        wanted = ctx.needs_input_grad[2:]
+        grads = [torch.empty(s, dtype=torch.float32) for s in ctx.shapes] if any(wanted) else None
         dx = torch.empty((ctx.tape.count, 3, 112, 112), dtype=torch.float32) if ctx.needs_input_grad[1] else None
         ctx.tape.backward(grad_out.detach().float().contiguous(), grads, dx, ctx.filters)
         ctx.tape = None  # frees the feature maps at once
-        wanted = ctx.needs_input_grad[2:]
+        if grads is None:
+            return (None, dx, *[None] * len(wanted))
         return (None, dx, *[g if w else None for g, w in zip(grads, wanted)])
 
 
