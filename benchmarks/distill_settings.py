@@ -11,7 +11,8 @@ the held-out test-half images, the final training loss (MSE in teacher-SD units)
     python benchmarks/distill_settings.py --neuron 0 --lr 1e-3 --steps 1200
     python benchmarks/distill_settings.py --neuron 0 --lr 2e-3 --readout-lr same --steps 1200
 
-One thread per run (two runs fit side by side on 2 cores); ~5 min for 24 filters x 1200 steps.
+``--threads`` 1 by default; ``--backend torch`` trains in PyTorch instead of the C++ kernels.
+24 filters x 1200 steps: ~5 min on one thread in PyTorch.
 """
 from __future__ import annotations
 
@@ -47,8 +48,11 @@ def main() -> None:
     ap.add_argument("--readout-lr", default="auto", help="auto (lr/sqrt(fan-in)), same (= lr) or a number")
     ap.add_argument("--procedural-fraction", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--backend", choices=("engine", "torch"), default="engine",
+                    help="what the student trains on (default engine: the C++ training kernels)")
+    ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(a.threads)
     s = load_session(a.data, a.session)
     published = cc.load_published(a.data / "compact_models" / "torch" /
                                   f"compact_model_{a.session}_neuron{a.neuron}.pt")
@@ -65,7 +69,7 @@ def main() -> None:
     t = time.perf_counter()
     info = fine_tune(student, EngineTeacher(published, 1), None,
                      ImageStream(fit, a.batch, a.procedural_fraction, a.seed), a.steps, lr=a.lr,
-                     desc=f"distil neuron {a.neuron}", init_bias=True, readout_lr=readout_lr)
+                     desc=f"distil neuron {a.neuron}", init_bias=True, readout_lr=readout_lr, backend=a.backend)
     row = {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
            "r_teacher": pearson(cc.Predictor(student, threads=1).predict(test), teacher_test),
            "final_loss": info["final_loss"], "seconds": time.perf_counter() - t}

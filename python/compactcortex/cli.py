@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "prune them (the paper's rule, re-training after each layer), evaluate them (R2_ER on "
                     "held-out trials, r against the ground truth on fresh images), time the engine against "
                     "PyTorch, and write OUT/report.md, OUT/summary.json, PNG plots and the compact models "
-                    "(.safetensors and .plan). Rerunning with the same --out resumes. About 4 minutes on 2 "
+                    "(.safetensors and .plan). Rerunning with the same --out resumes. About 3 minutes on 2 "
                     "cores with the defaults.")
     de.add_argument("--out", default="demo_out", help="report folder (default: demo_out)")
     de.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test (about a minute)")
