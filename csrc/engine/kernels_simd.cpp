@@ -1,9 +1,9 @@
 // Register-blocked vector kernels, written once with GCC/Clang vector extensions and compiled
 // several times: CMake sets CC_VEC_BYTES (vector width), CC_NREG (vector registers to block
 // for), CC_TABLE_NAME / CC_TABLE_FN and the target flags of each copy.
-// Deliberately free of standard-library inline functions: every copy is built with different
-// target flags, and a shared inline symbol could hand AVX-512 code to a CPU without it.
+// Free of standard-library inline functions, like the helpers in common/simd_vec.hpp.
 #include "kernels.hpp"
+#include "../common/simd_vec.hpp"
 
 #if !defined(CC_VEC_BYTES) || !defined(CC_NREG) || !defined(CC_TABLE_FN)
 #error "CC_VEC_BYTES, CC_NREG and CC_TABLE_FN must be defined by the build"
@@ -12,33 +12,7 @@
 namespace cc {
 namespace {
 
-constexpr int W = CC_VEC_BYTES / 4;
-typedef float vf __attribute__((vector_size(CC_VEC_BYTES)));
-
-inline vf load(const float* p) { vf v; __builtin_memcpy(&v, p, sizeof v); return v; }
-inline void store(float* p, vf v) { __builtin_memcpy(p, &v, sizeof v); }
-template <unsigned... I> struct lanes {};
-template <unsigned N, unsigned... I> struct make_lanes : make_lanes<N - 1, N - 1, I...> {};
-template <unsigned... I> struct make_lanes<0, I...> { using type = lanes<I...>; };
-template <unsigned... I> inline vf splat_impl(float x, lanes<I...>) { return vf{((void)I, x)...}; }
-inline vf splat(float x) { return splat_impl(x, typename make_lanes<W>::type{}); }  // one broadcast
-inline vf relu(vf v) { const vf z{}; return v > z ? v : z; }
-
-// Output-pixel block for a tile of V channel vectors: P*V accumulators + V weights + 1
-// broadcast must fit in the register file, with the weights kept in registers (as memory
-// operands they are reloaded for every pixel and the loads, not the FMAs, set the pace).
-template <int V> constexpr int pix_block() {
-    return CC_NREG == 32 ? (V == 4 ? 6 : V == 3 ? 8 : V == 2 ? 12 : 16) : (V == 2 ? 6 : 12);
-}
-constexpr int kMaxV = CC_NREG == 32 ? 4 : 2;
-
-// Splits nv channel vectors into blocks of at most kMaxV, avoiding a lone 1-vector block where
-// two 2-vector blocks do (they block pixels better).
-inline int next_block(int rem) {
-    if (rem >= kMaxV + 2 || rem == kMaxV) return kMaxV;
-    if (rem > kMaxV) return rem - 2 <= kMaxV ? 2 : kMaxV;
-    return rem;
-}
+using namespace vec;
 
 // ---- layer 0: direct 5x5 convolution, 3 input channels, as an implicit GEMM with K = 75 ----
 // Weights are vector-major, [Cp/W][75][W], so every weight of a tile sits at a compile-time

@@ -1,8 +1,9 @@
 // Vector versions of the training kernels, written once with GCC/Clang vector extensions and
 // compiled once per instruction set (CMake sets CC_VEC_BYTES, CC_NREG, CC_TABLE_NAME,
 // CC_TABLE_FN and the target flags). Free of standard-library inline functions, like the
-// engine's kernels: a shared inline symbol could hand AVX-512 code to a CPU without it.
+// helpers in common/simd_vec.hpp.
 #include "kernels.hpp"
+#include "../common/simd_vec.hpp"
 
 #if !defined(CC_VEC_BYTES) || !defined(CC_NREG) || !defined(CC_TABLE_FN)
 #error "CC_VEC_BYTES, CC_NREG and CC_TABLE_FN must be defined by the build"
@@ -12,25 +13,10 @@ namespace cc {
 namespace train {
 namespace {
 
-constexpr int W = CC_VEC_BYTES / 4;
-typedef float vf __attribute__((vector_size(CC_VEC_BYTES)));
+using namespace vec;
 typedef std::ptrdiff_t idx;
 
-inline vf load(const float* p) { vf v; __builtin_memcpy(&v, p, sizeof v); return v; }
-inline void store(float* p, vf v) { __builtin_memcpy(p, &v, sizeof v); }
-template <unsigned... I> struct lanes {};
-template <unsigned N, unsigned... I> struct make_lanes : make_lanes<N - 1, N - 1, I...> {};
-template <unsigned... I> struct make_lanes<0, I...> { using type = lanes<I...>; };
-template <unsigned... I> inline vf splat_impl(float x, lanes<I...>) { return vf{((void)I, x)...}; }
-inline vf splat(float x) { return splat_impl(x, typename make_lanes<W>::type{}); }
-
 // ---- gemm: an MR x (NR vectors) block of C held in registers, one pass over t ----
-// MR*NR accumulators + NR loads of Y + 1 broadcast fit the register file.
-template <int NR> constexpr int rows_for() {
-    return CC_NREG == 32 ? (NR == 4 ? 6 : NR == 3 ? 8 : NR == 2 ? 12 : 16) : (NR == 2 ? 6 : 12);
-}
-constexpr int kMaxNR = CC_NREG == 32 ? 4 : 2;
-
 template <int MR, int NR>
 inline void gemm_tile(int K, const float* X, idx si, idx st, const float* Y, idx ldy, float* C,
                       idx ldc, bool accumulate) {
@@ -63,18 +49,10 @@ inline void gemm_rest(int rem, int K, const float* X, idx si, idx st, const floa
 template <int NR>
 void gemm_cols(int M, int K, const float* X, idx si, idx st, const float* Y, idx ldy, float* C,
                idx ldc, bool acc) {
-    constexpr int MR = rows_for<NR>();
+    constexpr int MR = pix_block<NR>();
     int i = 0;
     for (; i + MR <= M; i += MR) gemm_tile<MR, NR>(K, X + i * si, si, st, Y, ldy, C + i * ldc, ldc, acc);
     if (i < M) gemm_rest<MR - 1, NR>(M - i, K, X + i * si, si, st, Y, ldy, C + i * ldc, ldc, acc);
-}
-
-// Splits the column vectors into blocks of at most kMaxNR, preferring two 2-vector blocks to
-// a lone 1-vector block (they keep more rows in registers).
-inline int next_block(int rem) {
-    if (rem >= kMaxNR + 2 || rem == kMaxNR) return kMaxNR;
-    if (rem > kMaxNR) return rem - 2 <= kMaxNR ? 2 : kMaxNR;
-    return rem;
 }
 
 void gemm(int M, int N, int K, const float* X, idx si, idx st, const float* Y, idx ldy, float* C,
