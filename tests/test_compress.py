@@ -119,3 +119,83 @@ def test_prune_paper_and_greedy(images):
     greedy, ghist = prune_greedy(model, images, accuracy, tolerance=0.02)
     assert greedy.num_parameters() <= model.num_parameters()
     assert all(1.0 - h.accuracy < 0.02 for h in ghist)
+
+
+TINY = dict(filters=(4, 4, 3, 3, 3), population_steps=3, pool_size=32, batch=8, retrain_steps=2, teacher_members=1,
+            teacher_epochs=1)
+
+
+def test_compress_round_trip_writes_models_summary_and_resumes(v4, tmp_path):
+    import json
+
+    from compactcortex.compress.pipeline import Recipe, compress_session
+
+    out = tmp_path / "out"
+    summary = compress_session(v4, "190923", out, "published", [3, 0], Recipe(**TINY), threads=2, progress=False)
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk["neurons"] == summary["neurons"] and summary["teacher"] == "published"
+    assert [r["neuron"] for r in summary["neurons"]] == [3, 0]
+    for r in summary["neurons"]:
+        assert set(r) == {"neuron", "teacher_params", "compact_params", "compact_filters", "published_params",
+                          "r_teacher_test", "r_test", "r_teacher_model_test", "r2er_test"}
+        assert r["teacher_params"] == r["published_params"] > 0 and r["r2er_test"] is None  # no raw repeats
+        model = cc.CompactModel.load(out / f"neuron{r['neuron']}.safetensors")
+        assert model.num_parameters() == r["compact_params"] and list(model.nums_filters) == r["compact_filters"]
+        plan = cc.Plan.load(out / f"neuron{r['neuron']}.plan")
+        x = np.random.default_rng(0).integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
+        with torch.no_grad():
+            ref = model(to_tensor(x)).numpy()
+        np.testing.assert_allclose(cc.Predictor(plan, threads=1).predict(x), ref, atol=1e-4 * np.abs(ref).max())
+        assert -1 <= r["r_teacher_test"] <= 1 and -1 <= r["r_test"] <= 1
+    assert (out / "r_vs_params.png").stat().st_size > 1000
+    # A rerun reads the finished neurons back instead of training them again.
+    (out / "neuron0.safetensors").unlink()
+    again = compress_session(v4, "190923", out, "published", [3, 0], Recipe(**TINY), threads=2, progress=False)
+    assert again["neurons"] == summary["neurons"] and not (out / "neuron0.safetensors").exists()
+
+
+def test_compress_errors_name_the_problem(v4, tmp_path, capsys):
+    from compactcortex.cli import main
+    from compactcortex.compress.pipeline import Recipe, compress_session
+
+    with pytest.raises(ValueError, match="no session 999999"):
+        compress_session(v4, "999999", tmp_path, "published", [0], Recipe(**TINY), progress=False)
+    with pytest.raises(ValueError, match=r"no neuron\(s\) \[99\]"):
+        compress_session(v4, "190923", tmp_path, "published", [99], Recipe(**TINY), progress=False)
+    with pytest.raises(ValueError, match="not 'published', 'fit' or an existing teacher file"):
+        compress_session(v4, "190923", tmp_path, str(tmp_path / "missing.safetensors"), [0], Recipe(**TINY),
+                         progress=False)
+    with pytest.raises(ValueError, match="no published compact models"):
+        compress_session(v4, "210325", tmp_path, "published", [0], Recipe(**TINY), progress=False)
+    assert main(["compress", "--data", str(v4), "--session", "190923", "--neurons", "99", "--out",
+                 str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no neuron(s) [99]" in err[0]
+
+
+def test_compress_from_recordings_with_a_fitted_teacher(v4, tmp_path):
+    from compactcortex.compress.pipeline import Recipe, compress_session
+
+    summary = compress_session(v4, "210325", tmp_path, "fit", [1], Recipe(**TINY), threads=2, progress=False)
+    (row,) = summary["neurons"]
+    assert row["published_params"] is None and row["teacher_params"] > row["compact_params"]
+    assert row["r2er_test"] is not None and row["r_teacher_model_test"] is not None  # 210325 has raw repeats
+    assert (tmp_path / "teacher.safetensors").is_file()
+
+
+def test_compress_with_images_of_another_session(v4, tmp_path):
+    from compactcortex.compress.pipeline import Recipe, compress_session
+
+    summary = compress_session(v4, "211022", tmp_path, "published", [0], Recipe(**TINY), threads=2,
+                               images_from="210621", progress=False)
+    (row,) = summary["neurons"]
+    assert summary["images"] == "210621" and row["r_test"] is None and row["r_teacher_test"] is not None
+
+
+def test_compress_refuses_a_folder_of_another_recipe(v4, tmp_path):
+    from compactcortex.compress.pipeline import Recipe, compress_session
+
+    compress_session(v4, "190923", tmp_path, "published", [0], Recipe(**TINY), threads=1, progress=False)
+    with pytest.raises(ValueError, match="other settings.*recipe"):
+        compress_session(v4, "190923", tmp_path, "published", [0], Recipe(**{**TINY, "retrain_steps": 3}),
+                         threads=1, progress=False)

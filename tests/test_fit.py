@@ -113,3 +113,40 @@ def test_first_step_on_a_wide_readout_stays_below_the_response_spread(session):
 
     assert first_step_change(None) < 0.5
     assert first_step_change(1e-3) > 2  # the same step at the body's rate: what the default avoids
+
+
+def patch_teacher(x):
+    """Three smooth 'neurons': mean brightness of three patches (N, 3)."""
+    return torch.stack([x[:, 0, y:y + 30, x0:x0 + 30].mean((1, 2)) / 10 for y, x0 in ((0, 0), (50, 50), (80, 20))], 1)
+
+
+def test_population_distillation_resumes_and_reuses_the_teachers_targets(session, tmp_path):
+    from compactcortex.fit.distill import distill_population
+
+    kw = dict(batch=8, nums_filters=(4, 4, 3, 3, 2), pool_size=24, seed=2, progress=False)
+    full = distill_population(patch_teacher, None, session.images, 6, **kw)
+    assert full.num_outputs == 3
+    distill_population(patch_teacher, None, session.images, 6, checkpoint=tmp_path / "p.pt", **kw)
+    assert (tmp_path / "p.pt.targets.npy").is_file()
+
+    def no_teacher(x):
+        raise AssertionError("the cached targets should have been used")
+
+    resumed = distill_population(no_teacher, None, session.images, 6, checkpoint=tmp_path / "p.pt", **kw)
+    assert states_equal(full, resumed)
+    two = distill_population(patch_teacher, [2, 0], session.images, 2, **kw)
+    assert two.num_outputs == 2
+
+
+def test_target_pool_is_deterministic_and_fine_tune_checks_target_shapes(session):
+    from compactcortex.fit.distill import ImageStream, TargetPool, fine_tune
+    from compactcortex.models.compact import CompactModel
+
+    pool = TargetPool(ImageStream(session.images, 8, 0.5, 0), patch_teacher, [1], 16, 4, progress=False)
+    (xa, ya), (xb, yb) = pool(3), pool(3)
+    assert torch.equal(xa, xb) and torch.equal(ya, yb) and ya.shape == (4,)
+    with torch.no_grad():
+        torch.testing.assert_close(ya, patch_teacher(xa)[:, 1])
+    with pytest.raises(ValueError, match="pass neuron="):
+        fine_tune(CompactModel((3, 3, 3, 3, 3)), patch_teacher, None, ImageStream(session.images, 4, 0, 0), 1,
+                  progress=False)

@@ -259,3 +259,73 @@ def test_bad_masks_and_calls_raise_clear_errors():
     tape.backward(torch.ones(1), grads, None, [3] * 5)
     with pytest.raises(ValueError, match="already"):
         tape.backward(torch.ones(1), grads, None, [3] * 5)
+
+
+def population_model(filters, outputs, seed):
+    """A random model with ``outputs`` readout rows (the trunk of random_model)."""
+    base = random_model(filters, seed=seed)
+    model = CompactModel(filters, bn_eps=base.bn_eps, outputs=outputs)
+    state = base.state_dict()
+    g = torch.Generator().manual_seed(seed)
+    state["readout.weight"] = torch.randn(outputs, base.readout.in_features, generator=g) * 0.05
+    state["readout.bias"] = torch.randn(outputs, generator=g)
+    model.load_state_dict(state)
+    return model
+
+
+@pytest.mark.parametrize("filters,outputs,batch,masked", [((3, 5, 4, 3, 6), 3, 7, False),
+                                                          ((1, 3, 2, 1, 100), 33, 2, True),
+                                                          ((16, 7, 3, 5, 1), 100, 64, False)])
+def test_population_readout_matches_float64_autograd(filters, outputs, batch, masked):
+    model = population_model(filters, outputs, seed=outputs).train()
+    if masked:
+        for layer, m in enumerate(masks_for(filters, outputs)):
+            model.set_filter_mask(layer, m)
+    x = images(batch, seed=3)
+    gout = torch.from_numpy(np.random.default_rng(2).normal(size=(batch, outputs)))
+    y_ref, g_ref, dx_ref, _ = grads_of(model, x, gout, "torch", torch.float64)
+    y, g, dx, _ = grads_of(model, x, gout, "engine", torch.float32)
+    assert y.shape == (batch, outputs)
+    assert torch.abs(y - y_ref).max() <= 1e-4 * torch.abs(y_ref).max()
+    assert torch.abs(dx - dx_ref).max() <= 1e-4 * torch.abs(dx_ref).max()
+    for name in PARAM_NAMES:
+        if name.endswith(("conv.bias", "conv_point.bias")):
+            continue  # zero before a training-mode batchnorm; checked in the single-output test
+        scale = float(torch.abs(g_ref[name]).max())
+        assert float(torch.abs(g[name] - g_ref[name]).max()) <= 1e-4 * scale + 1e-30, name
+
+
+def test_single_output_is_one_column_of_the_population_model():
+    model = population_model((4, 5, 3, 2, 6), 7, seed=1).eval()
+    model.set_filter_mask(3, [1, 0])
+    x = images(3, seed=4)
+    with torch.no_grad():
+        full = model(x)
+        for k in (0, 6):
+            one = model.single_output(k)
+            assert one.num_outputs == 1 and one.filter_masks()[3].tolist() == [True, False]
+            torch.testing.assert_close(one(x), full[:, k], rtol=1e-5, atol=1e-5 * float(full.abs().max()))
+    with pytest.raises(ValueError, match="out of range"):
+        model.single_output(7)
+
+
+def test_population_model_saves_loads_and_refuses_to_compile(tmp_path):
+    from compactcortex.engine.compile import compile
+
+    model = population_model((3, 3, 3, 3, 3), 4, seed=2)
+    model.save(tmp_path / "pop.safetensors")
+    back = CompactModel.load(tmp_path / "pop.safetensors")
+    assert back.num_outputs == 4
+    torch.testing.assert_close(back.readout.weight, model.readout.weight)
+    with pytest.raises(ValueError, match="single_output"):
+        compile(model)
+    with pytest.raises(ValueError, match="outputs must be >= 1"):
+        CompactModel((3,) * 5, outputs=0)
+    with pytest.raises(ValueError, match="outputs must be >= 1"):
+        _engine.Trainer([3] * 5, 1, outputs=0)
+    trainer = _engine.Trainer([3] * 5, 1, outputs=4)
+    params = [p.detach() for p in (dict(model.named_parameters())[n] for n in PARAM_NAMES)]
+    running = [torch.zeros(3), torch.ones(3)] * 5
+    active = [np.arange(3, dtype=np.int32)] * 5
+    with pytest.raises(ValueError, match=r"out: expected .* shape \(2, 4\)"):
+        trainer.forward(images(2), params, running, active, [1e-3] * 5, 0.1, True, torch.empty(2))

@@ -36,8 +36,9 @@ void check_size(const A& a, int64_t expect, const std::string& name) {
 
 class PyTrainer {
 public:
-    PyTrainer(std::array<int, 5> n, int threads, const std::string& isa) {
+    PyTrainer(std::array<int, 5> n, int threads, const std::string& isa, int outputs) {
         if (threads < 1) fail("threads must be >= 1");
+        if (outputs < 1) fail("outputs must be >= 1");
         for (int v : n)
             if (v < 1) fail("filter counts must all be >= 1");
         const tr::TrainKernels* k;
@@ -46,7 +47,7 @@ public:
         } catch (const std::exception& e) {
             fail(e.what());
         }
-        t_ = std::make_unique<tr::Trainer>(n, threads, k);
+        t_ = std::make_unique<tr::Trainer>(n, outputs, threads, k);
     }
 
     std::unique_ptr<tr::Tape> forward(FIn x, const std::vector<FIn>& params, const std::vector<FOut>& running,
@@ -56,12 +57,14 @@ public:
         if (x.ndim() != 4 || x.shape(1) != 3 || x.shape(2) != 112 || x.shape(3) != 112 || x.shape(0) == 0)
             fail("x: expected a float32 array of shape (N, 3, 112, 112) with N >= 1");
         const int64_t N = int64_t(x.shape(0));
-        if (out.ndim() != 1 || int64_t(out.shape(0)) != N)
-            fail("out: expected a float32 array of shape (" + std::to_string(N) + ",)");
+        const int K = t_->outputs();
+        if (int64_t(out.size()) != N * K || out.shape(0) != size_t(N) || out.ndim() != (K == 1 ? 1 : 2))
+            fail("out: expected a float32 array of shape (" + std::to_string(N) +
+                 (K == 1 ? ",)" : ", " + std::to_string(K) + ")"));
         if (params.size() != size_t(tr::kParams)) fail("params: expected 26 arrays");
         if (running.size() != 10) fail("running: expected 10 arrays (mean and variance of layers 0-4)");
         if (active.size() != 5) fail("active: expected 5 index arrays");
-        const auto sizes = tr::param_sizes(n);
+        const auto sizes = tr::param_sizes(n, K);
         std::array<const float*, tr::kParams> P;
         for (int p = 0; p < tr::kParams; ++p) {
             check_size(params[p], sizes[p], "params[" + std::to_string(p) + "]");
@@ -94,6 +97,7 @@ public:
     }
 
     std::array<int, 5> filters() const { return t_->filters(); }
+    int outputs() const { return t_->outputs(); }
     int threads() const { return t_->threads(); }
     std::string isa() const { return t_->isa(); }
 
@@ -104,11 +108,11 @@ private:
 void backward(tr::Tape& tape, FIn gout, std::optional<std::vector<FOut>> grads, std::optional<FOut> dx,
               std::array<int, 5> n) {
     const int64_t N = tape.count();
-    check_size(gout, N, "grad_out");
+    check_size(gout, N * tape.outputs(), "grad_out");
     std::array<float*, tr::kParams> G;
     if (grads) {
         if (grads->size() != size_t(tr::kParams)) fail("grads: expected 26 arrays");
-        const auto sizes = tr::param_sizes(n);
+        const auto sizes = tr::param_sizes(n, tape.outputs());
         for (int p = 0; p < tr::kParams; ++p) {
             check_size((*grads)[p], sizes[p], "grads[" + std::to_string(p) + "]");
             G[p] = (*grads)[p].data();
@@ -135,13 +139,14 @@ void bind_train(nb::module_& m) {
 
     nb::class_<PyTrainer>(m, "Trainer",
                           "Forward and backward passes of a CompactModel on the CPU, multi-threaded.")
-        .def(nb::init<std::array<int, 5>, int, const std::string&>(), "filters"_a, "threads"_a,
-             "isa"_a = "auto")
+        .def(nb::init<std::array<int, 5>, int, const std::string&, int>(), "filters"_a, "threads"_a,
+             "isa"_a = "auto", "outputs"_a = 1)
         .def("forward", &PyTrainer::forward, "x"_a, "params"_a, "running"_a, "active"_a, "eps"_a,
              "momentum"_a, "training"_a, "out"_a,
-             "One batch (N,3,112,112) through the model into out (N,); returns the Tape for "
+             "One batch (N,3,112,112) through the model into out ((N,), or (N, K) for K outputs); returns the Tape for "
              "backward. Training mode uses batch statistics and updates `running` in place.")
         .def_prop_ro("filters", &PyTrainer::filters)
+        .def_prop_ro("outputs", &PyTrainer::outputs)
         .def_prop_ro("threads", &PyTrainer::threads)
         .def_prop_ro("isa", &PyTrainer::isa);
 

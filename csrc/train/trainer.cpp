@@ -22,7 +22,10 @@ constexpr int kK0p = 80;                          // ... padded to a multiple of
 constexpr int kBandPixels = 112;                  // pixels per band of rows
 constexpr int kRing = 8;                          // rows of layer 0's maps held by layer 1
 
+constexpr int64_t kReadoutBlock = 8;              // images per readout product
+
 int round_up(int v, int w) { return (v + w - 1) / w * w; }
+int64_t blocks(int64_t n, int64_t size) { return (n + size - 1) / size; }
 int param_base(int l) { return 4 + 5 * (l - 1); }  // first of layer l's (1..4) five arrays
 }  // namespace
 
@@ -37,7 +40,7 @@ const TrainKernels* select_train_kernels(const std::string& isa) {
     return t;
 }
 
-std::array<int64_t, kParams> param_sizes(const std::array<int, 5>& n) {
+std::array<int64_t, kParams> param_sizes(const std::array<int, 5>& n, int outputs) {
     std::array<int64_t, kParams> s{};
     s[0] = int64_t(n[0]) * kK0;
     s[1] = s[2] = s[3] = n[0];
@@ -47,8 +50,8 @@ std::array<int64_t, kParams> param_sizes(const std::array<int, 5>& n) {
         s[b + 1] = int64_t(n[l]) * n[l - 1];
         s[b + 2] = s[b + 3] = s[b + 4] = n[l];
     }
-    s[24] = int64_t(28 * 28) * n[4];
-    s[25] = 1;
+    s[24] = int64_t(outputs) * 28 * 28 * n[4];
+    s[25] = outputs;
     return s;
 }
 
@@ -71,13 +74,15 @@ struct Workspace {
 
 struct Impl {
     std::array<int, 5> n;
+    int outputs;
     const TrainKernels* k;
     ThreadPool pool;
     std::mutex mu;       // one pass at a time (the pool is not re-entrant)
     std::mutex free_mu;  // guards `free`
     std::vector<std::unique_ptr<Workspace>> free;
 
-    Impl(std::array<int, 5> n_, int threads, const TrainKernels* k_) : n(n_), k(k_), pool(threads) {}
+    Impl(std::array<int, 5> n_, int outputs_, int threads, const TrainKernels* k_)
+        : n(n_), outputs(outputs_), k(k_), pool(threads) {}
 
     // fn(thread, image) over all images, images handed out in order.
     void for_images(int64_t N, const std::function<void(int, int64_t)>& fn) {
@@ -113,11 +118,12 @@ struct Tape::State {
     std::array<int, 5> c{}, cp{};
     int64_t N = 0;
     bool used = false;
-    // Packed compact weights (padded lanes zero).
-    std::vector<float> w0T, w0p, b0, R;
+    // Packed compact weights (padded lanes zero). R: readout (K, 28*28*cp4); RT its transpose
+    // (28*28*cp4, Kp) with K padded to Kp lanes.
+    std::vector<float> w0T, w0p, b0, R, RT, rb;
     std::array<std::vector<float>, 5> gamma, beta;
     std::array<std::vector<float>, 5> dw, pwT, pwB, pb;  // index l = 1..4
-    float rb = 0;
+    int K = 1, Kp = 1;
     std::array<std::vector<float>, 5> mu, rstd;          // statistics used by the batchnorm
     std::array<std::vector<float>, 5> scale, shift;      // the batchnorm as z*scale + shift
     // Offsets into the flat per-image gradient accumulator.
@@ -133,15 +139,18 @@ Tape::~Tape() {
     if (s_ && s_->ws) s_->impl->give_back(std::move(s_->ws));
 }
 int64_t Tape::count() const { return s_->N; }
+int Tape::outputs() const { return s_->K; }
 
-Trainer::Trainer(std::array<int, 5> n, int threads, const TrainKernels* k) {
+Trainer::Trainer(std::array<int, 5> n, int outputs, int threads, const TrainKernels* k) {
     for (int v : n)
         if (v < 1) throw std::invalid_argument("filter counts must all be >= 1");
+    if (outputs < 1) throw std::invalid_argument("outputs must be >= 1");
     if (threads < 1) throw std::invalid_argument("threads must be >= 1");
-    impl_ = std::make_shared<Impl>(n, threads, k);
+    impl_ = std::make_shared<Impl>(n, outputs, threads, k);
 }
 Trainer::~Trainer() = default;
 const std::array<int, 5>& Trainer::filters() const { return impl_->n; }
+int Trainer::outputs() const { return impl_->outputs; }
 int Trainer::threads() const { return impl_->pool.size(); }
 const char* Trainer::isa() const { return impl_->k->name; }
 
@@ -191,10 +200,17 @@ void pack(Tape::State& s, const std::array<int, 5>& n, const std::array<const fl
         s.pb[l].assign(cpo, 0.0f);
         for (int co = 0; co < co_n; ++co) s.pb[l][co] = P[base + 2][act[l][co]];
     }
-    s.R.assign(size_t(28 * 28) * s.cp[4], 0.0f);
-    for (int hw = 0; hw < 28 * 28; ++hw)
-        for (int cj = 0; cj < s.c[4]; ++cj) s.R[size_t(hw) * s.cp[4] + cj] = P[24][int64_t(hw) * n[4] + act[4][cj]];
-    s.rb = P[25][0];
+    const int64_t rsize = int64_t(28 * 28) * s.cp[4], D = int64_t(28 * 28) * n[4];
+    s.R.assign(size_t(s.K) * rsize, 0.0f);
+    s.RT.assign(size_t(rsize) * s.Kp, 0.0f);
+    for (int k = 0; k < s.K; ++k)
+        for (int hw = 0; hw < 28 * 28; ++hw)
+            for (int cj = 0; cj < s.c[4]; ++cj) {
+                const float v = P[24][k * D + int64_t(hw) * n[4] + act[4][cj]];
+                s.R[k * rsize + int64_t(hw) * s.cp[4] + cj] = v;
+                s.RT[(int64_t(hw) * s.cp[4] + cj) * s.Kp + k] = v;
+            }
+    s.rb.assign(P[25], P[25] + s.K);
 
     int64_t off = 0;
     s.off_w0T = off; off += int64_t(kK0) * cp0;
@@ -310,6 +326,8 @@ std::unique_ptr<Tape> Trainer::forward(const float* x, int64_t N, const std::arr
         s.c[l] = int(cfg.active[l].size());
         s.cp[l] = round_up(s.c[l], im.k->width);
     }
+    s.K = im.outputs;
+    s.Kp = round_up(s.K, im.k->width);
     pack(s, im.n, params);
     std::lock_guard<std::mutex> pass(im.mu);
     s.ws = im.take(N, s.cp);
@@ -398,13 +416,16 @@ std::unique_ptr<Tape> Trainer::forward(const float* x, int64_t N, const std::arr
                 K.bn_relu(s.map(ws.z[l], l, i), H * H, cpo, scale.data(), shift.data(), s.map(ws.a[l], l, i));
             });
     }
-    // Readout over the (H, W, C) map.
-    im.for_images(N, [&](int, int64_t i) {
-        const float* a = s.map(ws.a[4], 4, i);
-        double acc = 0;
-        for (int64_t k = 0, e = int64_t(28 * 28) * s.cp[4]; k < e; ++k) acc += double(a[k]) * s.R[k];
-        out[i] = float(acc + s.rb);
+    // Readout over the (H, W, C) map: out (N, K) = A (N, rsize) RT, in blocks of images.
+    const int64_t rsize = int64_t(28 * 28) * s.cp[4];
+    std::vector<float> outp(size_t(N) * s.Kp);
+    im.for_images(blocks(N, kReadoutBlock), [&](int, int64_t b) {
+        const int64_t i0 = b * kReadoutBlock, m = std::min<int64_t>(kReadoutBlock, N - i0);
+        K.gemm(int(m), s.Kp, int(rsize), s.map(ws.a[4], 4, i0), rsize, 1, s.RT.data(), s.Kp,
+               outp.data() + i0 * s.Kp, s.Kp, false);
     });
+    for (int64_t i = 0; i < N; ++i)
+        for (int k = 0; k < s.K; ++k) out[i * s.K + k] = outp[i * s.Kp + k] + s.rb[k];
     auto tape = std::unique_ptr<Tape>(new Tape());
     tape->s_ = std::move(st);
     return tape;
@@ -428,7 +449,7 @@ void Tape::backward(const float* gout, const std::array<float*, kParams>* grads,
     const int64_t rsize = int64_t(28 * 28) * s.cp[4];
     for (auto& sc : ws.scratch) {
         sc.img_acc.assign(s.acc_size, 0.0f);
-        sc.acc.assign(s.acc_size + rsize + 1, 0.0);  // + readout weights and bias
+        sc.acc.assign(s.acc_size, 0.0);
         if (dx) {
             sc.dpatch.assign(size_t(kBandPixels) * kK0p, 0.0f);
             sc.dxpad.assign(size_t(kPadded) * kPadded * 3, 0.0f);
@@ -441,18 +462,23 @@ void Tape::backward(const float* gout, const std::array<float*, kParams>* grads,
         }
     };
 
-    // Readout: the gradient of layer 4's map, and of the readout's own weights.
-    im.for_images(N, [&](int tid, int64_t i) {
-        Scratch& sc = ws.scratch[tid];
-        const float g = gout[i];
-        const float* a = s.map(ws.a[4], 4, i);
-        float* da = s.map(ws.da[4], 4, i);
-        double* dR = sc.acc.data() + s.acc_size;
-        for (int64_t k = 0; k < rsize; ++k) da[k] = g * s.R[k];
-        if (want)
-            for (int64_t k = 0; k < rsize; ++k) dR[k] += double(g) * a[k];
-        dR[rsize] += g;
+    // Readout: the gradient of layer 4's map, da (N, rsize) = G (N, K) R, in blocks of images;
+    // its own weights' gradient dR (K, rsize) = G^T A, in blocks of columns.
+    const int KK = s.K;
+    im.for_images(blocks(N, kReadoutBlock), [&](int, int64_t b) {
+        const int64_t i0 = b * kReadoutBlock, m = std::min<int64_t>(kReadoutBlock, N - i0);
+        K.gemm(int(m), int(rsize), KK, gout + i0 * KK, KK, 1, s.R.data(), rsize, s.map(ws.da[4], 4, i0), rsize,
+               false);
     });
+    std::vector<float> dR;
+    if (want) {
+        dR.assign(size_t(KK) * rsize, 0.0f);
+        const int64_t cols = round_up(int(std::min<int64_t>(rsize, 1024)), K.width);
+        im.for_images(blocks(rsize, cols), [&](int, int64_t b) {
+            const int64_t c0 = b * cols, w = std::min(cols, rsize - c0);
+            K.gemm(KK, int(w), int(N), gout, 1, KK, s.map(ws.a[4], 4, 0) + c0, rsize, dR.data() + c0, rsize, false);
+        });
+    }
 
     std::array<std::vector<float>, 5> dgamma, dbeta;
     std::vector<float> k1, k2, k3;
@@ -602,13 +628,13 @@ void Tape::backward(const float* gout, const std::array<float*, kParams>* grads,
     }
     // Sum the threads' accumulators and scatter into PyTorch's layouts (zeros where masked).
     const auto& G = *grads;
-    std::vector<double> acc(s.acc_size + rsize + 1, 0.0);
+    std::vector<double> acc(s.acc_size, 0.0);
     for (auto& sc : ws.scratch)
         for (size_t k = 0; k < acc.size(); ++k) acc[k] += sc.acc[k];
     // A bias added before a training-mode batchnorm is subtracted again with the batch mean:
     // its gradient is exactly zero (the sum of dz is only rounding noise).
     auto bias_grad = [&](double sum) { return s.cfg.training ? 0.0f : float(sum); };
-    const auto sizes = param_sizes(n);
+    const auto sizes = param_sizes(n, KK);
     for (int p = 0; p < kParams; ++p) std::fill(G[p], G[p] + sizes[p], 0.0f);
     for (int cj = 0; cj < s.c[0]; ++cj) {
         const int j = act[0][cj];
@@ -638,10 +664,15 @@ void Tape::backward(const float* gout, const std::array<float*, kParams>* grads,
         }
         for (int co = 0; co < s.c[l]; ++co) G[base + 2][act[l][co]] = bias_grad(acc[s.off_pb[l] + co]);
     }
-    for (int hw = 0; hw < 28 * 28; ++hw)
-        for (int cj = 0; cj < s.c[4]; ++cj)
-            G[24][int64_t(hw) * n[4] + act[4][cj]] = float(acc[s.acc_size + int64_t(hw) * s.cp[4] + cj]);
-    G[25][0] = float(acc[s.acc_size + rsize]);
+    const int64_t D = int64_t(28 * 28) * n[4];
+    for (int k = 0; k < KK; ++k) {
+        for (int hw = 0; hw < 28 * 28; ++hw)
+            for (int cj = 0; cj < s.c[4]; ++cj)
+                G[24][k * D + int64_t(hw) * n[4] + act[4][cj]] = dR[k * rsize + int64_t(hw) * s.cp[4] + cj];
+        double sum = 0;
+        for (int64_t i = 0; i < N; ++i) sum += gout[i * KK + k];
+        G[25][k] = float(sum);
+    }
     // The feature maps are no longer needed: hand the workspace back for the next step.
     im.give_back(std::move(s.ws));
 }

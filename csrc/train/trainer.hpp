@@ -10,7 +10,9 @@
 //   4+5(l-1)+{0..4} for l = 1..4: layer{l}_conv_depth.weight (n_{l-1},1,5,5),
 //       layer{l}_conv_point.weight (n_l,n_{l-1},1,1), layer{l}_conv_point.bias,
 //       layer{l}_bn.weight, layer{l}_bn.bias
-//   24 readout.weight (1, 28*28*n4) in (H,W,C) order   25 readout.bias (1)
+//   24 readout.weight (K, 28*28*n4) in (H,W,C) order   25 readout.bias (K)
+// K >= 1 outputs share the trunk (layers 0-4): a population student has one readout row per
+// neuron, and out, grad_out are (N, K) row-major.
 // Running statistics: 10 arrays, running_mean and running_var of layers 0..4.
 #pragma once
 #include <array>
@@ -30,8 +32,8 @@ constexpr int kParams = 26;
 // The training-kernel table for an instruction-set name ("auto", "avx512", ..., "reference").
 const TrainKernels* select_train_kernels(const std::string& isa);
 
-// Sizes (in floats) of the 26 parameter arrays of a model with filters n.
-std::array<int64_t, kParams> param_sizes(const std::array<int, 5>& n);
+// Sizes (in floats) of the 26 parameter arrays of a model with filters n and K outputs.
+std::array<int64_t, kParams> param_sizes(const std::array<int, 5>& n, int outputs);
 
 struct StepConfig {
     std::array<std::vector<int>, 5> active;  // kept filters of each layer, increasing, non-empty
@@ -46,11 +48,12 @@ struct Impl;
 class Tape {
 public:
     ~Tape();
-    // Gradients of sum_i gout[i] * out[i]: when grads is not null, every parameter into its 26
+    // Gradients of sum_{i,k} gout[i*K + k] * out[i*K + k]: when grads is not null, every parameter into its 26
     // arrays (fully written, zeros for masked entries); when dx is not null, the input
     // (N,3,112,112). Once only.
     void backward(const float* gout, const std::array<float*, kParams>* grads, float* dx);
     int64_t count() const;
+    int outputs() const;
 
     struct State;  // defined in trainer.cpp
 
@@ -61,15 +64,16 @@ private:
 
 class Trainer {
 public:
-    Trainer(std::array<int, 5> n, int threads, const TrainKernels* k);
+    Trainer(std::array<int, 5> n, int outputs, int threads, const TrainKernels* k);
     ~Trainer();
-    // x: (N,3,112,112) recentred images, C-contiguous. Writes out[0..N) and, in training mode,
+    // x: (N,3,112,112) recentred images, C-contiguous. Writes out (N, K) and, in training mode,
     // updates the running statistics in place.
     std::unique_ptr<Tape> forward(const float* x, int64_t N,
                                   const std::array<const float*, kParams>& params,
                                   const std::array<float*, 10>& running, const StepConfig& cfg,
                                   float* out);
     const std::array<int, 5>& filters() const;
+    int outputs() const;
     int threads() const;
     const char* isa() const;
 

@@ -110,7 +110,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 #: A tiny configuration for smoke tests (about a minute).
 QUICK_DEMO = dict(neurons=2, population=6, images=120, members=2, teacher_epochs=2, student_filters=6,
-                  distill_steps=10, batch=8, retrain_steps=4, fresh_images=40)
+                  distill_steps=10, pool_size=64, batch=8, rounds=1, retrain_steps=4, final_steps=4, fresh_images=40)
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -170,6 +170,27 @@ def _cmd_synth_stimuli(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compress(args: argparse.Namespace) -> int:
+    from .compress.pipeline import Recipe, compress_session
+
+    summary = compress_session(args.data, args.session, args.out, args.teacher, args.neurons,
+                               Recipe().scaled(args.minutes_per_neuron), args.threads, args.images_from)
+    fmt = lambda v: "   n/a" if v is None else f"{v:6.3f}"  # noqa: E731
+    print(f"\n{'neuron':>6} {'params':>7} {'published':>9} {'r teacher':>9} {'r rec':>6} {'r teach-rec':>11} "
+          f"{'R2_ER':>6}  filters")
+    for r in summary["neurons"]:
+        print(f"{r['neuron']:>6} {r['compact_params']:>7,} {r['published_params'] or '-':>9} "
+              f"{fmt(r['r_teacher_test']):>9} {fmt(r['r_test'])} {fmt(r['r_teacher_model_test']):>11} "
+              f"{fmt(r['r2er_test'])}  {tuple(r['compact_filters'])}")
+    rt = [r["r_teacher_test"] for r in summary["neurons"] if r["r_teacher_test"] is not None]
+    ratio = [r["compact_params"] / r["published_params"] for r in summary["neurons"] if r["published_params"]]
+    print(f"median r with the teacher {np.median(rt):.3f}" if rt else "no r with the teacher")
+    if ratio:
+        print(f"median compact / published parameters {np.median(ratio):.2f}")
+    print(f"elapsed {summary['elapsed_s']:.0f} s; summary: {Path(args.out) / 'summary.json'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="compactcortex", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -222,8 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     de = sub.add_parser(
         "demo", help="the whole pipeline on the embedded digital V4 population (the main job)",
         description="Synthesise a digital V4 population (ground-truth model neurons, Poisson trials), fit a "
-                    "teacher ensemble, distil the neurons with the highest noise ceiling into compact students, "
-                    "prune them (the paper's rule, re-training after each layer), evaluate them (R2_ER on "
+                    "teacher ensemble, distil the neurons with the highest noise ceiling at once into one shared "
+                    "student, cut out and prune each one's compact model (the paper's rule in several passes, "
+                    "re-training after each layer; the recipe of compactcortex compress), evaluate them (R2_ER on "
                     "held-out trials, r against the ground truth on fresh images), time the engine against "
                     "PyTorch, and write OUT/report.md, OUT/summary.json, PNG plots and the compact models "
                     "(.safetensors and .plan). Rerunning with the same --out resumes. About 3 minutes on 2 "
@@ -233,14 +255,40 @@ def build_parser() -> argparse.ArgumentParser:
     for name, typ, help_ in [("neurons", int, "neurons to distil and prune"), ("population", int, "model neurons recorded"),
                              ("images", int, "recorded images (half train, half test)"), ("repeats", int, "trials per image"),
                              ("members", int, "teacher ensemble members"), ("teacher_epochs", int, "teacher epochs"),
-                             ("student_filters", int, "filters per layer of the student before pruning (paper: 100)"),
+                             ("student_filters", int, "filters per layer of the shared student before pruning"),
                              ("distill_steps", int, "distillation steps"), ("distill_lr", float, "distillation learning rate"),
+                             ("pool_size", int, "teacher-labelled images of the distillation"),
+                             ("rounds", int, "pruning passes over the layers"),
+                             ("final_steps", int, "fine-tuning steps of each compact model at the end"),
                              ("batch", int, "images per step"),
                              ("threshold", float, "pruning: fraction of each layer's output variance kept"),
                              ("retrain_steps", int, "re-training steps after each pruned layer"),
                              ("threads", int, "CPU threads"), ("seed", int, "random seed")]:
         de.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, help=help_)
     de.set_defaults(fn=_cmd_demo)
+
+    co = sub.add_parser(
+        "compress", help="distil and prune a session's neurons into compact models",
+        description="Compress the neurons of a recorded session: distil them all at once into one shared "
+                    "student from the teacher (on the session's fit-half images, shifted, and procedural "
+                    "images), cut out and prune each neuron's compact model by the paper's rule with "
+                    "re-training, and write OUT/neuron<k>.safetensors and .plan, OUT/summary.json (per "
+                    "neuron: parameters, and on the test half r with the teacher, r and R2_ER with the "
+                    "recordings) and OUT/r_vs_params.png. Rerunning with the same --out resumes.")
+    co.add_argument("--data", required=True, help="a folder laid out like ../shared/data/v4 or a clone of the "
+                                                 "authors' repository")
+    co.add_argument("--session", required=True, help="session id, e.g. 190923")
+    co.add_argument("--teacher", default="published",
+                    help="'published' (the session's published compact models: the round trip), 'fit' "
+                         "(fit an ensemble to the fit half), or a saved teacher file (default: published)")
+    co.add_argument("--neurons", type=int, nargs="+", default=None, help="neuron indices (default: all)")
+    co.add_argument("--minutes-per-neuron", type=float, default=None,
+                    help="scale the training budget (default recipe: about 1 minute per neuron on 2 cores)")
+    co.add_argument("--threads", type=int, default=None, help="CPU threads (default: all available)")
+    co.add_argument("--images-from", default=None,
+                    help="another session whose images to use where SESSION has none here (e.g. 211022)")
+    co.add_argument("--out", required=True, help="output folder")
+    co.set_defaults(fn=_cmd_compress)
 
     lb = sub.add_parser(
         "loop-bench", help="simulate a closed-loop experiment (engine vs PyTorch)",

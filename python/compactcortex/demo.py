@@ -1,7 +1,8 @@
 """The main job: the paper's pipeline end to end on the embedded digital V4 population.
 
 Synthesise a recording of ground-truth model neurons, fit a teacher ensemble to it, distil a
-few neurons into compact students, prune them (the paper's rule, with re-training), evaluate
+few neurons at once into one shared student, cut out and prune each neuron's compact model (the
+paper's rule, with re-training; the recipe of ``compactcortex compress``), evaluate
 against held-out trials (R2_ER) and against the ground truth on fresh images, time the compact
 models' engine against PyTorch, and write a report folder. Every stage's result is saved
 atomically and reused by a rerun with the same ``--out``, so an interrupted demo resumes.
@@ -25,8 +26,9 @@ class DemoConfig:
     """Sizes of the demo. The defaults finish within 10 minutes on 2 CPU cores (about 3 minutes
     measured on this project's quiet 2-core machine, 2026-12-01).
 
-    The paper's students have 100 filters per layer and are distilled for far longer; on a CPU
-    the defaults use ``student_filters=24`` and a few hundred steps (raise them for accuracy).
+    The recipe is :class:`compactcortex.compress.pipeline.Recipe`'s (population distillation,
+    pruning in ``rounds`` passes, a final fine-tuning), with smaller sizes: the paper's students
+    have 100 filters per layer and are distilled for far longer.
     """
 
     neurons: int = 3              # neurons distilled and pruned (those with the highest noise ceiling)
@@ -36,12 +38,15 @@ class DemoConfig:
     seed: int = 0
     members: int = 2              # teacher ensemble members
     teacher_epochs: int = 10
-    student_filters: int = 24
-    distill_steps: int = 600      # the C++ training kernels fit 4x the 150 steps PyTorch did in the same time
-    distill_lr: float = 2e-3      # short runs: twice distill()'s default (better students in 150 steps here)
+    student_filters: int = 32     # the shared student's filters per layer
+    distill_steps: int = 600      # steps of the shared student (every step serves every neuron)
+    distill_lr: float = 2e-3
+    pool_size: int = 4096         # teacher-labelled images the shared student trains on
     batch: int = 16
-    threshold: float = 0.9        # pruning: fraction of each layer's output variance kept
-    retrain_steps: int = 100      # re-training after each pruned layer
+    threshold: float = 0.9        # pruning: fraction of each layer's output variance kept ...
+    rounds: int = 2               # ... in this many passes over the layers
+    retrain_steps: int = 40       # re-training after each pruned layer
+    final_steps: int = 150        # fine-tuning of each compact model at the end
     fresh_images: int = 200       # new images on which compact models meet the ground truth
     threads: int | None = None
 
@@ -64,11 +69,11 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, progress: bool = Tr
     from .data.images import procedural
     from .engine.compile import compile
     from .engine.predictor import Predictor
-    from .fit import TrainConfig, distill, fit_teacher, load_teacher, save_teacher
-    from .fit.distill import ImageStream, fine_tune
+    from .compress.pipeline import Recipe, prune_and_retrain
+    from .fit import TrainConfig, fit_teacher, load_teacher, save_teacher
+    from .fit.distill import distill_population
     from .metrics import noise_corrected_r2, pearson_r
     from .models.compact import CompactModel
-    from .compress import prune_paper
 
     cfg = cfg or DemoConfig()
     out = Path(out)
@@ -104,27 +109,28 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, progress: bool = Tr
     def engine_pred(model, images):
         return Predictor(compile(model), threads=cfg.threads).predict(images).astype(np.float64)
 
+    say(f"[3/6] distil neurons {neurons} at once into one {cfg.student_filters}-filter shared student")
+    shared = _stage(out / "models" / "shared_student.safetensors",
+                    lambda: distill_population(teacher, neurons, s.images[fit_idx], cfg.distill_steps, cfg.batch,
+                                               (cfg.student_filters,) * 5, cfg.pool_size, lr=cfg.distill_lr,
+                                               seed=cfg.seed, checkpoint=out / "work" / "shared_student.pt",
+                                               progress=progress),
+                    CompactModel.load, lambda m, p: m.save(p))
+    recipe = Recipe(batch=cfg.batch, retrain_steps=cfg.retrain_steps, threshold=cfg.threshold, rounds=cfg.rounds,
+                    final_steps=cfg.final_steps, seed=cfg.seed)
     rows, compacts = [], []
     for i, k in enumerate(neurons):
-        say(f"[3/6] neuron {k} ({i + 1}/{len(neurons)}): distil a {cfg.student_filters}-filter student")
-        student = _stage(out / "models" / f"student_n{k}.safetensors",
-                         lambda: distill(teacher, k, s.images[fit_idx], steps=cfg.distill_steps, batch=cfg.batch,
-                                         nums_filters=(cfg.student_filters,) * 5, seed=cfg.seed + k, lr=cfg.distill_lr,
-                                         checkpoint=out / "work" / f"distill_n{k}.pt", progress=progress),
-                         CompactModel.load, lambda m, p: m.save(p))
-        say(f"[4/6] neuron {k}: prune (threshold {cfg.threshold}) and re-train after each layer")
-        stream = ImageStream(s.images[fit_idx], cfg.batch, 0.5, cfg.seed + 7 * k + 1)
+        student = shared.single_output(i)
+        say(f"[4/6] neuron {k} ({i + 1}/{len(neurons)}): prune (threshold {cfg.threshold}, {cfg.rounds} passes) "
+            "and re-train")
 
-        def retrain(m, k=k, stream=stream):
-            fine_tune(m, teacher, k, stream, cfg.retrain_steps, lr=5e-4, progress=False)
-            return m
-
-        def make_compact(student=student, k=k, retrain=retrain):
-            compact, history = prune_paper(student, s.images[fit_idx[:64]], cfg.threshold, retrain=retrain,
-                                           threads=cfg.threads)
+        def make_compact(student=student, k=k):
+            compact, history = prune_and_retrain(student, lambda x, k=k: teacher(x)[:, k], s.images[fit_idx], recipe,
+                                                 out / "work", f"neuron{k}", seed=cfg.seed + 1000 * (k + 1),
+                                                 threads=cfg.threads)
             compact.provenance = {**student.provenance, "pruning": [
-                {"layer": h.layer, "nums_filters": list(h.nums_filters), "params": h.num_parameters,
-                 "explained": h.explained} for h in history]}
+                {"layer": h.layer, "round": h.extra.get("round"), "nums_filters": list(h.nums_filters),
+                 "params": h.num_parameters, "explained": h.explained} for h in history]}
             return compact
 
         compact = _stage(out / "models" / f"compact_n{k}.safetensors", make_compact, CompactModel.load,

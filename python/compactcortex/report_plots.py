@@ -7,7 +7,7 @@ import numpy as np
 
 from ._atomic import atomic_path
 
-__all__ = ["plot_accuracy_vs_params", "plot_predicted_vs_measured", "plot_layer0_filters"]
+__all__ = ["plot_accuracy_vs_params", "plot_predicted_vs_measured", "plot_layer0_filters", "plot_r_vs_params"]
 
 
 def _figure():
@@ -67,4 +67,39 @@ def plot_layer0_filters(models, neurons: list[int], path: Path, max_filters: int
                 f = w[j]
                 ax.imshow((f - f.min()) / max(np.ptp(f), 1e-12), interpolation="nearest")
         row[0].set_title(f"n{k}", fontsize=7, loc="left")
+    _save(fig, path)
+
+
+def plot_r_vs_params(summary: dict, path: Path) -> None:
+    """Compact models' r with their teacher (test half) against parameters, beside the published sizes.
+
+    One point per neuron at its compact model's size; where a published model exists, a grey
+    point at the published size (r = 1 with itself as teacher in the round trip; its r with the
+    recordings otherwise is not drawn) joined to ours by a line.
+    """
+    plt = _figure()
+    rows = summary["neurons"]
+    fig, (ax, hx) = plt.subplots(1, 2, figsize=(10, 4))
+    for r in rows:
+        if r.get("published_params") and r.get("r_teacher_test") is not None:
+            ax.plot([r["published_params"], r["compact_params"]], [1.0, r["r_teacher_test"]], "-", color="0.8", lw=0.7)
+    pub = [r["published_params"] for r in rows if r.get("published_params")]
+    if pub:
+        ax.scatter(pub, [1.0] * len(pub), c="0.5", s=14, label="published models (size)")
+    ax.scatter([r["compact_params"] for r in rows], [np.nan if r["r_teacher_test"] is None else r["r_teacher_test"]
+                                                    for r in rows], c="C0", s=16, label="ours (compact)")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("r with the teacher, test-half images")
+    ax.set_title(f"session {summary['session']}, teacher: {summary['teacher']}")
+    ax.legend(frameon=False, loc="lower left")
+    ratios = [r["compact_params"] / r["published_params"] for r in rows if r.get("published_params")]
+    if ratios:
+        hx.hist(ratios, bins=20, color="C0")
+        hx.axvline(1.5, color="k", ls="--", lw=0.8)
+        hx.set_xlabel("compact / published parameters")
+    else:
+        hx.hist([r["compact_params"] for r in rows], bins=20, color="C0")
+        hx.set_xlabel("compact parameters")
+    hx.set_ylabel("neurons")
     _save(fig, path)

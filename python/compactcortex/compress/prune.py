@@ -82,23 +82,32 @@ class PruneStep:
 
 
 def prune_paper(model: CompactModel, images: np.ndarray, threshold: float = 0.9, retrain=None,
-                evaluate=None, threads: int | None = None) -> tuple[CompactModel, list[PruneStep]]:
+                evaluate=None, threads: int | None = None, rounds: int = 1) -> tuple[CompactModel, list[PruneStep]]:
     """The paper's procedure: layers 4, 3, 2, 1, 0 in turn, each pruned then re-trained.
 
     ``images`` (N,112,112,3) are the statistics' images (e.g. the teacher's training images);
     ``retrain(model) -> model`` re-trains after each layer (e.g. a few hundred distillation
     steps); ``evaluate(model) -> float`` records accuracy (e.g. correlation with the teacher on
-    held-out images). Returns the compact model and the history.
+    held-out images). ``rounds`` > 1 repeats the pass over the layers (the paper: one), stopping
+    after a pass that removes no filter: re-training concentrates the variance in fewer filters,
+    so a wide student shrinks further each round. Returns the compact model and the history
+    (``PruneStep.extra["round"]``).
     """
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
     model = model.eval()
     history = [PruneStep(-1, model.nums_filters, model.num_parameters(),
                          accuracy=evaluate(model) if evaluate else None)]
-    for layer in (4, 3, 2, 1, 0):
-        model, explained = prune_layer(model, layer, images, threshold, threads)
-        if retrain is not None:
-            model = retrain(model).eval()
-        history.append(PruneStep(layer, model.nums_filters, model.num_parameters(), explained,
-                                 evaluate(model) if evaluate else None))
+    for r in range(rounds):
+        before = model.nums_filters
+        for layer in (4, 3, 2, 1, 0):
+            model, explained = prune_layer(model, layer, images, threshold, threads)
+            if retrain is not None:
+                model = retrain(model).eval()
+            history.append(PruneStep(layer, model.nums_filters, model.num_parameters(), explained,
+                                     evaluate(model) if evaluate else None, {"round": r}))
+        if model.nums_filters == before:
+            break
     return model, history
 
 

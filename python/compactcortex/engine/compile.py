@@ -31,6 +31,9 @@ def compile(model: CompactModel, drop_dead_channels: bool = True) -> Plan:  # no
     """
     if not isinstance(model, CompactModel):
         raise TypeError(f"compile() expects a CompactModel, got {type(model).__name__}")
+    if model.num_outputs != 1:
+        raise ValueError(f"compile() takes a per-neuron model; this one has {model.num_outputs} outputs "
+                         "(cut one out with model.single_output(k))")
     n = list(model.nums_filters)
     eps = model.bn_eps
     d = lambda t: t.detach().double().cpu().numpy()  # noqa: E731

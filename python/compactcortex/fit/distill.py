@@ -1,4 +1,4 @@
-"""Distillation: train a compact student to reproduce one neuron of a teacher."""
+"""Distillation: train a compact student to reproduce one neuron, or many, of a teacher."""
 from __future__ import annotations
 
 import math
@@ -13,25 +13,27 @@ from ..models.compact import CompactModel
 from ..models.teacher import to_tensor
 from .checkpoint import load_checkpoint, save_checkpoint
 
-__all__ = ["distill", "teacher_targets", "fine_tune", "ImageStream"]
+__all__ = ["distill", "distill_population", "teacher_targets", "fine_tune", "ImageStream", "TargetPool"]
 
 Teacher = Callable[[torch.Tensor], torch.Tensor]
+Neurons = int | Sequence[int] | None
 # Stream batches from here on are never trained on: they measure the teacher's response scale.
 PROBE_STEP = 10**9
 
 
-def teacher_targets(teacher: Teacher, x: torch.Tensor, neuron: int | None) -> torch.Tensor:
-    """The teacher's response of ``neuron`` to recentred images x (N,3,112,112): (N,) float32.
+def teacher_targets(teacher: Teacher, x: torch.Tensor, neuron: Neurons) -> torch.Tensor:
+    """The teacher's responses to recentred images x (N,3,112,112), float32.
 
-    A teacher returns (N, neurons) or, for a single-neuron teacher (``neuron=None``), (N,).
+    A teacher returns (N, neurons) or, for a single-neuron teacher, (N,). ``neuron``: an index
+    gives (N,); a sequence of indices gives (N, len); None gives the teacher's output as it is.
     """
     with torch.no_grad():
         y = torch.as_tensor(teacher(x)).float()
-    if y.dim() == 2:
-        if neuron is None:
-            raise ValueError("the teacher predicts several neurons: pass neuron=")
-        return y[:, neuron]
-    return y
+    if neuron is None:
+        return y
+    if y.dim() != 2:
+        raise ValueError(f"neuron={neuron!r} given, but the teacher predicts one neuron (output {tuple(y.shape)})")
+    return y[:, neuron] if isinstance(neuron, int) else y[:, list(neuron)]
 
 
 class ImageStream:
@@ -48,6 +50,11 @@ class ImageStream:
         self.images, self.batch, self.frac, self.seed, self.shift = images, batch, procedural_fraction, seed, max_shift
 
     def __call__(self, step: int) -> torch.Tensor:
+        """Batch ``step`` as recentred float32 images (batch, 3, 112, 112)."""
+        return to_tensor(self.raw(step))
+
+    def raw(self, step: int) -> np.ndarray:
+        """Batch ``step`` as uint8 images (batch, 112, 112, 3)."""
         from ..data.images import procedural
 
         rng = np.random.default_rng([self.seed, step])
@@ -59,7 +66,52 @@ class ImageStream:
             pick = self.images[rng.integers(0, len(self.images), self.batch - n_proc)]
             dy, dx = rng.integers(-self.shift, self.shift + 1, 2)
             parts.append(np.roll(pick, (int(dy), int(dx)), axis=(1, 2)))
-        return to_tensor(np.concatenate(parts))
+        return np.concatenate(parts)
+
+
+class TargetPool:
+    """A fixed pool of stream images with the teacher's responses, computed once, then resampled.
+
+    For a costly teacher (a population of 33 published models costs ~4x a 100-filter student's
+    training step per image) the pool pays the teacher once per image and the student sees each
+    image several times. ``pool(step)`` returns ``(x, y)``: ``batch`` images drawn by (seed, step)
+    and their targets (batch, K), which :func:`fine_tune` takes in place of calling the teacher.
+
+    Args:
+        stream: where the pool's images come from (its batches 0, 1, ... until ``size``).
+        teacher, neurons: as for :func:`teacher_targets`; targets are kept as (size, K) float32.
+        size: images in the pool; batch: images per draw.
+        cache: optional ``.npy`` file of the targets (atomic; reused when its shape matches),
+            so an interrupted run does not pay the teacher again.
+    """
+
+    def __init__(self, stream: ImageStream, teacher: Teacher, neurons: Neurons, size: int, batch: int,
+                 seed: int = 0, cache: str | Path | None = None, progress: bool = True) -> None:
+        n_batches = max(1, -(-size // stream.batch))
+        self.images = np.concatenate([stream.raw(b) for b in range(n_batches)])[:size]
+        self.batch, self.seed = batch, seed
+        targets = None
+        if cache is not None and Path(cache).is_file():
+            targets = np.load(cache)
+            if targets.shape[0] != len(self.images):
+                targets = None
+        if targets is None:
+            chunks = []
+            for i in tqdm(range(0, len(self.images), 64), desc="teacher targets", unit="batch", disable=not progress):
+                y = teacher_targets(teacher, to_tensor(self.images[i:i + 64]), neurons)
+                chunks.append(y.reshape(len(y), -1).numpy())
+            targets = np.concatenate(chunks).astype(np.float32)
+            if cache is not None:
+                from .._atomic import atomic_path
+
+                with atomic_path(cache) as tmp, open(tmp, "wb") as f:
+                    np.save(f, targets)
+        self.targets = torch.from_numpy(targets)
+
+    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        pick = np.random.default_rng([self.seed, 1, step]).integers(0, len(self.images), self.batch)
+        y = self.targets[pick]
+        return to_tensor(self.images[pick]), (y[:, 0] if y.shape[1] == 1 else y)
 
 
 def _param_groups(student: CompactModel, lr: float, readout_lr: float | None) -> list[dict]:
@@ -77,22 +129,34 @@ def _param_groups(student: CompactModel, lr: float, readout_lr: float | None) ->
     return [{"params": rest, "lr": lr}, {"params": [w], "lr": readout_lr}]
 
 
-def fine_tune(student: CompactModel, teacher: Teacher, neuron: int | None, stream: ImageStream, steps: int,
+def fine_tune(student: CompactModel, teacher: Teacher | None, neuron: Neurons, stream, steps: int,
               lr: float = 3e-4, checkpoint: str | Path | None = None, desc: str = "distil",
               progress: bool = True, init_bias: bool = False, checkpoint_every: int = 50,
-              readout_lr: float | None = None, backend: str = "engine") -> dict:
+              readout_lr: float | None = None, backend: str = "engine",
+              callback: Callable[[int, CompactModel], None] | None = None) -> dict:
     """Train ``student`` (in place) on the teacher's outputs for ``steps`` batches of ``stream``.
 
-    The loss is the mean squared error in units of the teacher's response standard deviation
-    (measured on the first batches). The learning rate decays with a cosine schedule. With
+    ``stream(step)`` returns images (the teacher is run on them) or ``(images, targets)`` (e.g. a
+    :class:`TargetPool`; ``teacher`` may then be None). A student with K outputs learns K
+    targets per image (``neuron`` a sequence of K indices, or None for all the teacher's).
+    The loss is the mean squared error in units of each target's standard deviation
+    (measured on the first batches), averaged over targets. The learning rate decays with a cosine schedule. With
     ``checkpoint``, the state is saved atomically every ``checkpoint_every`` steps and at the end, and an existing
     checkpoint is resumed. The student's filter masks (``set_filter_mask``) hold: masked filters
     stay off and their weights get no gradient. ``backend`` is the student's backend while it
     trains (``"engine"``: the C++ kernels on CPU float32, PyTorch elsewhere; restored after).
     ``init_bias`` starts a fresh student at the teacher's mean response (readout bias = mean,
     readout weights = 0). ``readout_lr`` is the learning rate of the readout weights (default
-    ``lr / sqrt(fan-in)``; see ``_param_groups``). Returns ``{"steps", "final_loss"}``.
+    ``lr / sqrt(fan-in)``; see ``_param_groups``). ``callback(step, student)`` runs after every
+    checkpoint interval (e.g. to record held-out accuracy; the student is in eval mode during the
+    call). Returns ``{"steps", "final_loss"}``.
     """
+    def batch(step):
+        got = stream(step)
+        if isinstance(got, tuple):
+            return got
+        return got, teacher_targets(teacher, got, neuron)
+
     opt = torch.optim.Adam(_param_groups(student, lr, readout_lr))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
     state = load_checkpoint(checkpoint) if checkpoint else None
@@ -100,13 +164,17 @@ def fine_tune(student: CompactModel, teacher: Teacher, neuron: int | None, strea
         student.load_state_dict(state["model"])
         opt.load_state_dict(state["optim"])
         sched.load_state_dict(state["sched"])
-        start, scale, losses = state["step"], state["scale"], state["losses"]
+        start, scale, losses = state["step"], torch.as_tensor(state["scale"]), state["losses"]
     else:
-        probe = torch.cat([teacher_targets(teacher, stream(PROBE_STEP + i), neuron) for i in range(4)])
-        start, scale, losses = 0, float(probe.std().clamp_min(1e-6)), []
+        probe = torch.cat([batch(PROBE_STEP + i)[1] for i in range(4)])
+        want = (len(probe),) if student.num_outputs == 1 else (len(probe), student.num_outputs)
+        if tuple(probe.shape) != want:
+            raise ValueError(f"the targets have shape {tuple(probe.shape[1:])} per image but the student has "
+                             f"{student.num_outputs} output(s); pass neuron= to pick the teacher's outputs")
+        start, scale, losses = 0, probe.std(0).clamp_min(1e-6), []
         if init_bias:  # a fresh student starts at the teacher's mean response, not at a random offset
             with torch.no_grad():
-                student.readout.bias.fill_(float(probe.mean()))
+                student.readout.bias.copy_(probe.mean(0).reshape(-1))
                 student.readout.weight.zero_()
 
     def save(step):
@@ -118,8 +186,7 @@ def fine_tune(student: CompactModel, teacher: Teacher, neuron: int | None, strea
     student.train()
     bar = tqdm(range(start, steps), desc=desc, unit="step", disable=not progress, initial=start, total=steps)
     for step in bar:
-        x = stream(step)
-        y = teacher_targets(teacher, x, neuron)
+        x, y = batch(step)
         loss = torch.mean(((student(x) - y) / scale) ** 2)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -130,6 +197,10 @@ def fine_tune(student: CompactModel, teacher: Teacher, neuron: int | None, strea
             bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
         if (step + 1) % checkpoint_every == 0:
             save(step + 1)
+            if callback is not None:
+                student.eval()
+                callback(step + 1, student)
+                student.train()
     save(steps)
     student.eval()
     student.backend = previous_backend
@@ -171,4 +242,45 @@ def distill(
                      progress=progress, init_bias=True, backend=backend)
     student.provenance = {"distilled_from_neuron": neuron, "steps": steps, "batch": batch, "seed": seed,
                           "final_loss": info["final_loss"]}
+    return student
+
+
+def distill_population(
+    teacher: Teacher,
+    neurons: Sequence[int] | None,
+    images: np.ndarray | None,
+    steps: int,
+    batch: int = 32,
+    nums_filters: Sequence[int] = (100, 100, 100, 100, 100),
+    pool_size: int = 16384,
+    procedural_fraction: float = 0.5,
+    lr: float = 2e-3,
+    seed: int = 0,
+    checkpoint: str | Path | None = None,
+    progress: bool = True,
+    backend: str = "engine",
+    callback: Callable[[int, CompactModel], None] | None = None,
+    checkpoint_every: int = 50,
+) -> CompactModel:
+    """Distil many neurons at once into one shared student: one trunk, a readout row per neuron.
+
+    Every forward and backward pass serves all K neurons, and the teacher runs once per pool
+    image (:class:`TargetPool` of ``pool_size`` stream images); cut per-neuron models out with
+    :meth:`CompactModel.single_output` and prune them. ``teacher`` returns (N, neurons);
+    ``neurons`` picks K of them (None: all). With ``checkpoint``, the training state and the
+    pool's targets (``<checkpoint>.targets.npy``) are kept, so an interrupted run resumes.
+
+    Returns:
+        The student with K outputs, in eval mode, in the teacher's response units.
+    """
+    torch.manual_seed(seed)
+    stream = ImageStream(images, 64, procedural_fraction, seed)
+    cache = None if checkpoint is None else Path(str(checkpoint) + ".targets.npy")
+    pool = TargetPool(stream, teacher, neurons, pool_size, batch, seed, cache, progress)
+    student = CompactModel(nums_filters, outputs=pool.targets.shape[1])
+    info = fine_tune(student, None, None, pool, steps, lr, checkpoint, desc=f"distil {student.num_outputs} neurons",
+                     progress=progress, init_bias=True, backend=backend, callback=callback,
+                     checkpoint_every=checkpoint_every)
+    student.provenance = {"distilled_from_neurons": None if neurons is None else list(neurons), "steps": steps,
+                          "batch": batch, "pool_size": pool_size, "seed": seed, "final_loss": info["final_loss"]}
     return student

@@ -31,8 +31,11 @@ class CompactModel(nn.Module):
               pointwise n0 -> n1 + bias; batchnorm; ReLU
     2         as layer 1, n1 -> n2                                         n2, 28, 28
     3, 4      depthwise 5x5 stride 1 pad 2; pointwise; batchnorm; ReLU     n3|n4, 28, 28
-    readout   dense over the map flattened in (H, W, C) order -> 1         scalar
+    readout   dense over the map flattened in (H, W, C) order -> outputs   scalar
     ========  ===========================================================  ==============
+
+    A model with ``outputs`` K > 1 is a population student: one trunk (layers 0-4) and one
+    readout row per neuron; :meth:`single_output` cuts out one neuron's compact model.
 
     Args:
         nums_filters: filter counts ``(n0, n1, n2, n3, n4)``, each >= 1.
@@ -41,6 +44,7 @@ class CompactModel(nn.Module):
             ``(1e-3, 0, 0, 0, 0)``.
         mean: per-channel pixel mean (R, G, B) that inputs are recentred by (metadata: the
             forward pass takes already recentred images).
+        outputs: number of readout outputs K (1: the paper's per-neuron model).
         backend: ``"torch"`` (PyTorch operations) or ``"engine"`` (the C++ training kernels of
             :mod:`compactcortex.models.engine_backend`: forward and backward, multi-threaded,
             masked filters skipped). Settable later as ``model.backend``; an engine model runs
@@ -52,7 +56,7 @@ class CompactModel(nn.Module):
     filter's output is 0 in both backends, so its own and its readers' weights get zero gradient.
 
     ``forward(x)`` takes ``x`` of shape (N, 3, 112, 112): float pixels minus ``mean``, and returns
-    the predicted response of shape (N,) (the units of the training targets, e.g. spike counts
+    the predicted response of shape (N,), or (N, K) when ``outputs`` K > 1 (the units of the training targets, e.g. spike counts
     per 100 ms bin).
     """
 
@@ -62,8 +66,11 @@ class CompactModel(nn.Module):
         bn_eps: float | Sequence[float] = KERAS_BN_EPS,
         mean: Sequence[float] = DATASET_MEAN,
         backend: str = "torch",
+        outputs: int = 1,
     ) -> None:
         super().__init__()
+        if int(outputs) < 1:
+            raise ValueError(f"outputs must be >= 1, got {outputs}")
         n = tuple(int(v) for v in nums_filters)
         if len(n) != 5 or min(n) < 1:
             raise ValueError(f"nums_filters must be 5 integers >= 1, got {tuple(nums_filters)}")
@@ -86,7 +93,27 @@ class CompactModel(nn.Module):
                     nn.Conv2d(n[i - 1], n[i - 1], 5, stride=stride, groups=n[i - 1], bias=False))
             setattr(self, f"layer{i}_conv_point", nn.Conv2d(n[i - 1], n[i], 1))
             setattr(self, f"layer{i}_bn", nn.BatchNorm2d(n[i], eps=eps[i]))
-        self.readout = nn.Linear(MAP_SIZE * MAP_SIZE * n[4], 1)
+        self.readout = nn.Linear(MAP_SIZE * MAP_SIZE * n[4], int(outputs))
+
+    @property
+    def num_outputs(self) -> int:
+        """K, the number of readout outputs (1 for a per-neuron compact model)."""
+        return self.readout.out_features
+
+    def single_output(self, k: int) -> "CompactModel":
+        """A per-neuron copy: the trunk (weights, statistics, masks) with readout row ``k`` only."""
+        if not 0 <= k < self.num_outputs:
+            raise ValueError(f"output {k} out of range: the model has {self.num_outputs}")
+        one = CompactModel(self.nums_filters, self.bn_eps, self.mean, self.backend)
+        state = {name: v for name, v in self.state_dict().items() if not name.startswith("readout.")}
+        state["readout.weight"] = self.readout.weight.detach()[k:k + 1]
+        state["readout.bias"] = self.readout.bias.detach()[k:k + 1]
+        one.to(self.readout.weight.dtype)
+        one.load_state_dict({name: v.clone() for name, v in state.items()})
+        one._masks = [None if m is None else m.clone() for m in self._masks]
+        one.engine_threads = self.engine_threads
+        one.provenance = {**self.provenance, "output": k}
+        return one.train(self.training)
 
     @property
     def backend(self) -> str:
@@ -149,7 +176,8 @@ class CompactModel(nn.Module):
                 return engine_forward(self, x)
         x = self.features(x)
         # Flatten in (H, W, C) order, as the Keras Flatten on channels-last maps did.
-        return self.readout(x.permute(0, 2, 3, 1).flatten(1)).squeeze(1)
+        y = self.readout(x.permute(0, 2, 3, 1).flatten(1))
+        return y.squeeze(1) if self.num_outputs == 1 else y
 
     def num_parameters(self) -> int:
         """Number of trainable parameters (weights, biases, batchnorm scale and shift)."""
@@ -167,6 +195,7 @@ class CompactModel(nn.Module):
             "bn_eps": json.dumps(list(self.bn_eps)),
             "mean": json.dumps(list(self.mean)),
             "provenance": json.dumps(self.provenance),
+            "outputs": str(self.num_outputs),
         }
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         with atomic_path(path) as tmp:
@@ -185,9 +214,10 @@ class CompactModel(nn.Module):
             eps = json.loads(meta["bn_eps"])
             mean = json.loads(meta["mean"])
             prov = json.loads(meta.get("provenance", "{}"))
-        except (KeyError, json.JSONDecodeError) as e:
+            outputs = int(meta.get("outputs", "1"))
+        except (KeyError, ValueError) as e:
             raise ValueError(f"{path}: corrupt metadata ({e})") from None
-        model = cls(n, bn_eps=eps, mean=mean)
+        model = cls(n, bn_eps=eps, mean=mean, outputs=outputs)
         model.provenance = prov
         with safe_open(str(path), framework="pt") as f:
             state = {k: f.get_tensor(k) for k in f.keys()}

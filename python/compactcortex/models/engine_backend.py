@@ -60,8 +60,9 @@ def _trainer(model: "CompactModel"):
 
     threads = model.engine_threads or torch.get_num_threads()
     t = _trainers.get(model)
-    if t is None or tuple(t.filters) != model.nums_filters or t.threads != threads:
-        t = _engine.Trainer(list(model.nums_filters), threads)
+    if (t is None or tuple(t.filters) != model.nums_filters or t.threads != threads
+            or t.outputs != model.num_outputs):
+        t = _engine.Trainer(list(model.nums_filters), threads, outputs=model.num_outputs)
         _trainers[model] = t
     return t
 
@@ -73,7 +74,8 @@ class _CompactFunction(torch.autograd.Function):
         running = [t for bn in bns for t in (bn.running_mean, bn.running_var)]
         active = [np.flatnonzero(m.numpy()).astype(np.int32) for m in model.filter_masks()]
         trainer = _trainer(model)
-        out = torch.empty(x.shape[0], dtype=torch.float32)
+        k = model.num_outputs
+        out = torch.empty((x.shape[0],) if k == 1 else (x.shape[0], k), dtype=torch.float32)
         tape = trainer.forward(x.detach().contiguous(), [p.detach().contiguous() for p in params], running,
                                active, [float(bn.eps) for bn in bns], float(bns[0].momentum), model.training, out)
         if model.training:
@@ -97,7 +99,7 @@ class _CompactFunction(torch.autograd.Function):
 
 
 def engine_forward(model: "CompactModel", x: torch.Tensor) -> torch.Tensor:
-    """The model's (N,) output on recentred images x (N, 3, 112, 112), through the C++ kernels.
+    """The model's (N,) or (N, K) output on recentred images x (N, 3, 112, 112), through the C++ kernels.
 
     In training mode the batchnorm uses batch statistics and updates its running statistics
     (PyTorch's momentum rule), exactly as the PyTorch path does.

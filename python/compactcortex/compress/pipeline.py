@@ -1,0 +1,335 @@
+"""The compression pipeline: a session's teacher -> one compact model per neuron, with a summary.
+
+Recipe (see :class:`Recipe`; measured in ``benchmarks/population_distill.py`` and the README):
+
+1. **Population distillation.** All chosen neurons are distilled at once into one shared
+   student (one trunk, a readout row per neuron; :func:`~compactcortex.fit.distill_population`):
+   every training step serves every neuron, and the teacher runs once per image of a fixed pool.
+2. **Per-neuron pruning.** Each neuron's model is cut out of the shared student
+   (:meth:`CompactModel.single_output`) and pruned by the paper's procedure (``prune_paper``:
+   layers 4, 3, 2, 1, 0 at the variance threshold), re-trained on that neuron's teacher after
+   each layer, in several passes (a shared trunk spreads a neuron over many filters; each pass
+   concentrates it further), then fine-tuned once more.
+
+Distillation images are the session's fit-half images (shifted) mixed with procedural images;
+the test half is only used for the summary's held-out numbers. Everything is resumable: the
+shared student checkpoints while it trains, each re-training checkpoints, and a finished neuron's
+result (``neurons/neuron<k>.json``) is reused as it is.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .._atomic import atomic_path
+from ..data.session import Session, load_session
+from ..models.compact import CompactModel
+from ..models.teacher import to_tensor
+
+__all__ = ["Recipe", "compress_session", "prune_and_retrain"]
+
+
+@dataclass
+class Recipe:
+    """The settings of :func:`compress_session`; the defaults are the best measured recipe."""
+
+    filters: tuple[int, ...] = (64, 96, 64, 64, 64)  # the shared student's filters per layer
+    population_steps: int = 4000                     # steps of the shared student
+    pool_size: int = 32768                           # teacher-labelled images it trains on
+    batch: int = 32
+    lr: float = 2e-3
+    retrain_steps: int = 40                          # per pruned layer, on the neuron's teacher
+    retrain_lr: float = 5e-4
+    threshold: float = 0.9                           # prune_paper's variance threshold ...
+    rounds: int = 3                                  # ... applied in this many passes over the layers
+    final_steps: int = 200                           # fine-tuning of the compact model at the end
+    procedural_fraction: float = 0.5
+    seed: int = 0
+    teacher_members: int = 4                         # --teacher fit: ensemble members ...
+    teacher_epochs: int = 20                         # ... and their epochs (early-stopped)
+
+    def scaled(self, minutes_per_neuron: float | None) -> "Recipe":
+        """This recipe with its step counts scaled to ``minutes_per_neuron`` (amortised).
+
+        The defaults take about 1 minute per neuron on 2 cores for a 33-neuron session (the
+        population stage is shared); the scale is proportional, never below 1/4 of the defaults.
+        """
+        if minutes_per_neuron is None:
+            return self
+        if minutes_per_neuron <= 0:
+            raise ValueError(f"--minutes-per-neuron must be > 0, got {minutes_per_neuron}")
+        f = max(0.25, float(minutes_per_neuron))
+        return Recipe(**{**asdict(self), "population_steps": int(self.population_steps * f),
+                         "retrain_steps": int(self.retrain_steps * f), "final_steps": int(self.final_steps * f)})
+
+
+def prune_and_retrain(model: CompactModel, teacher: Callable, images: np.ndarray, recipe: Recipe,
+                      work: Path | None = None, name: str = "model", seed: int = 0,
+                      threads: int | None = None) -> tuple[CompactModel, list]:
+    """One neuron's stage 2: ``prune_paper`` in ``recipe.rounds`` passes, then a final fine-tuning.
+
+    ``teacher`` maps recentred images to this neuron's responses (N,); ``images`` (N,112,112,3)
+    uint8 are the fit-half images (statistics, and mixed with procedural images for re-training).
+    With ``work``, every re-training checkpoints to ``work/<name>_train<i>.ckpt``, so a killed
+    run resumes (pruning itself is deterministic given the weights). Returns (compact, history).
+    """
+    from ..fit.distill import ImageStream, fine_tune
+    from .prune import prune_paper
+
+    calls = iter(range(10**6))  # the re-trainings in order, each with its own image stream
+
+    def retrain(m: CompactModel, steps: int = recipe.retrain_steps) -> CompactModel:
+        c = next(calls)
+        stream = ImageStream(images, recipe.batch, recipe.procedural_fraction, seed + c)
+        fine_tune(m, teacher, None, stream, steps, lr=recipe.retrain_lr, desc=name, progress=False,
+                  checkpoint=None if work is None else Path(work) / f"{name}_train{c}.ckpt")
+        return m
+
+    compact, history = prune_paper(model.eval(), images, recipe.threshold, retrain=retrain, threads=threads,
+                                   rounds=recipe.rounds)
+    return retrain(compact, recipe.final_steps).eval(), history
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+class _Teacher:
+    """The session's teacher: population callable, per-neuron callables, and their sizes."""
+
+    def __init__(self, kind: str, population: Callable, per_neuron: Callable[[int], Callable],
+                 params: Callable[[int], int], published: dict[int, int]) -> None:
+        self.kind, self.population, self.per_neuron, self.params, self.published = (
+            kind, population, per_neuron, params, published)
+
+
+def _published_params(root: Path, session: str) -> dict[int, int]:
+    from ..models.published import load_published_session
+
+    try:
+        return {k: m.num_parameters() for k, m in enumerate(load_published_session(root, session))}
+    except ValueError:
+        return {}
+
+
+def _check_teacher(spec: str, root: Path, session: str, neurons: list[int]) -> None:
+    """Cheap checks of the teacher choice, before anything is written."""
+    if spec == "published":
+        published = _published_params(root, session)
+        if not published:
+            raise ValueError(f"session {session} has no published compact models under {root}")
+        missing = [k for k in neurons if k not in published]
+        if missing:
+            raise ValueError(f"session {session}: no published model for neuron(s) {missing} "
+                             f"(models exist for 0..{len(published) - 1})")
+    elif spec != "fit" and not Path(spec).is_file():
+        raise ValueError(f"--teacher {spec!r}: not 'published', 'fit' or an existing teacher file")
+
+
+def _load_teacher(spec: str, root: Path, session: Session, neurons: list[int], out: Path, threads: int,
+                  recipe: Recipe, progress: bool) -> _Teacher:
+    from ..engine.population import PopulationPredictor
+    from ..engine.predictor import Predictor
+    from ..fit.loop import TrainConfig
+    from ..fit.teacher import fit_teacher, load_teacher, save_teacher
+
+    published = _published_params(root, session.name)
+    if spec == "published":
+        from ..models.published import load_published_session
+
+        models = load_published_session(root, session.name)
+        chosen = {k: models[k] for k in neurons}
+        pop = PopulationPredictor([chosen[k] for k in neurons], threads=threads)
+        return _Teacher("published", pop, lambda k: Predictor(chosen[k], threads=threads),
+                        lambda k: chosen[k].num_parameters(), published)
+    if spec == "fit":
+        path = out / "teacher.safetensors"
+        if path.is_file():
+            ens = load_teacher(path)
+        else:
+            cfg = TrainConfig(epochs=recipe.teacher_epochs, seed=recipe.seed)
+            ens = fit_teacher(session, recipe.teacher_members, config=cfg, checkpoint_dir=out / "work" / "teacher",
+                              progress=progress)
+            save_teacher(ens, path)
+    else:
+        ens = load_teacher(spec)
+    n_out = int(ens.members[0].bias.shape[0])
+    if n_out != session.num_neurons:
+        raise ValueError(f"the teacher predicts {n_out} neurons, session {session.name} has {session.num_neurons}")
+    ens.eval()
+    n_params = sum(p.numel() for p in ens.parameters())
+
+    def population(x):
+        with torch.no_grad():
+            return ens(torch.as_tensor(x))[:, neurons]
+
+    def one(k):
+        return lambda x: population(x)[:, neurons.index(k)]
+
+    return _Teacher("fit" if spec == "fit" else str(spec), population, one, lambda k: n_params, published)
+
+
+def _to_jsonable(v):
+    return None if v is None or (isinstance(v, float) and not np.isfinite(v)) else v
+
+
+def compress_session(
+    root: str | Path,
+    session: str,
+    out: str | Path,
+    teacher: str = "published",
+    neurons: Sequence[int] | None = None,
+    recipe: Recipe | None = None,
+    threads: int | None = None,
+    images_from: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Compress every chosen neuron of ``session`` into a compact model; returns the summary.
+
+    Args:
+        root: data folder laid out like ``../shared/data/v4`` or the authors' repository.
+        session: the session (its responses, and published models for ``teacher="published"``).
+        out: output folder: ``neuron<k>.safetensors`` and ``.plan`` per neuron, ``summary.json``,
+            ``r_vs_params.png``, and ``work/`` (checkpoints; safe to delete when done).
+        teacher: ``"published"`` (the session's published compact models: the round trip),
+            ``"fit"`` (an ensemble fitted to the session's fit half), or a saved teacher file.
+        neurons: which neurons (default: all of the session's).
+        recipe: :class:`Recipe` (default: the defaults).
+        images_from: another session whose images stand in where ``session`` has none here
+            (then ``r_test``, ``r_teacher_model_test`` and ``r2er_test`` are null).
+
+    Returns:
+        ``{"session", "teacher", "elapsed_s", "recipe", "neurons": [{"neuron", "teacher_params",
+        "compact_params", "compact_filters", "published_params", "r_teacher_test", "r_test",
+        "r_teacher_model_test", "r2er_test"}]}`` (also written to ``out/summary.json``).
+    """
+    from ..engine.compile import compile
+    from ..engine.predictor import Predictor
+    from ..engine.predictor import default_threads
+    from ..fit.distill import distill_population
+    from ..metrics import noise_corrected_r2
+
+    t0 = time.perf_counter()
+    root, out = Path(root), Path(out)
+    recipe = recipe or Recipe()
+    threads = default_threads() if threads is None else int(threads)
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    recorded = load_session(root, images_from) if images_from else None
+    session_data = _session_or_responses(root, str(session), images_from)
+    image_source = recorded or session_data
+    n_neurons = session_data.num_neurons
+    chosen = list(range(n_neurons)) if neurons is None else [int(k) for k in neurons]
+    bad = [k for k in chosen if not 0 <= k < n_neurons]
+    if bad or not chosen:
+        raise ValueError(f"session {session}: no neuron(s) {bad or '(none chosen)'}; it has 0..{n_neurons - 1}")
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"neurons listed twice: {sorted(k for k in set(chosen) if chosen.count(k) > 1)}")
+    _check_teacher(teacher, root, str(session), chosen)
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / "work"
+    work.mkdir(exist_ok=True)
+    (out / "neurons").mkdir(exist_ok=True)
+    _claim_folder(out, {"session": str(session), "teacher": teacher, "images_from": images_from,
+                        "recipe": asdict(recipe)})
+    torch.set_num_threads(threads)
+    tch = _load_teacher(teacher, root, session_data, chosen, out, threads, recipe, progress)
+
+    fit = image_source.images[image_source.fit_indices]
+    test = image_source.images[image_source.test_indices]
+    x_test = to_tensor(test)
+    teacher_test = np.asarray(tch.population(x_test), np.float32).reshape(len(test), len(chosen))
+    same_images = images_from is None
+    tag = "neurons_" + ("all" if neurons is None else "_".join(map(str, chosen)))
+
+    shared_path = work / f"population_{tag}.safetensors"
+    if shared_path.is_file():
+        shared = CompactModel.load(shared_path)
+    else:
+        shared = distill_population(tch.population, None, fit, recipe.population_steps, recipe.batch, recipe.filters,
+                                    recipe.pool_size, recipe.procedural_fraction, recipe.lr, recipe.seed,
+                                    checkpoint=work / f"population_{tag}.ckpt", progress=progress)
+        shared.save(shared_path)
+
+    rows = []
+    bar = tqdm(chosen, desc=f"compress {session}", unit="neuron", disable=not progress)
+    for i, k in enumerate(bar):
+        done = out / "neurons" / f"neuron{k}.json"
+        if done.is_file():
+            rows.append(json.loads(done.read_text()))
+            continue
+        compact, history = prune_and_retrain(shared.single_output(i), tch.per_neuron(k), fit, recipe, work,
+                                             f"neuron{k}", seed=recipe.seed + 1000 * (k + 1), threads=threads)
+        compact.provenance = {"session": str(session), "neuron": k, "teacher": tch.kind, "recipe": asdict(recipe),
+                              "pruning": [{"layer": s.layer, "round": s.extra.get("round"),
+                                           "filters": list(s.nums_filters), "explained": s.explained}
+                                          for s in history]}
+        compact.save(out / f"neuron{k}.safetensors")
+        plan = compile(compact)
+        plan.save(out / f"neuron{k}.plan")
+        pred = Predictor(plan, threads=threads).predict(test)
+        row = {"neuron": k, "teacher_params": int(tch.params(k)), "compact_params": compact.num_parameters(),
+               "compact_filters": list(compact.nums_filters), "published_params": tch.published.get(k),
+               "r_teacher_test": _pearson(pred, teacher_test[:, i]), "r_test": None,
+               "r_teacher_model_test": None, "r2er_test": None}
+        if same_images:
+            resp = session_data.responses[k, session_data.test_indices]
+            row["r_test"] = _pearson(pred, resp)
+            row["r_teacher_model_test"] = _pearson(teacher_test[:, i], resp)
+            if session_data.raw is not None:
+                raw = session_data.raw[k:k + 1, session_data.test_indices]
+                row["r2er_test"] = float(noise_corrected_r2(raw, pred[None])[0])
+        row = {key: _to_jsonable(v) for key, v in row.items()}
+        with atomic_path(done) as tmp:
+            tmp.write_text(json.dumps(row, indent=1))
+        rows.append(row)
+        bar.set_postfix(params=row["compact_params"], r=f"{row['r_teacher_test'] or float('nan'):.3f}")
+
+    summary = {"session": str(session), "teacher": tch.kind, "elapsed_s": time.perf_counter() - t0,
+               "images": str(images_from or session), "recipe": asdict(recipe), "threads": threads,
+               "neurons": rows}
+    with atomic_path(out / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=1))
+    from ..report_plots import plot_r_vs_params
+
+    plot_r_vs_params(summary, out / "r_vs_params.png")
+    return summary
+
+
+def _claim_folder(out: Path, settings: dict) -> None:
+    """Refuse an output folder written with other settings: its checkpoints would be trusted."""
+    path = out / "settings.json"
+    settings = json.loads(json.dumps(settings))  # tuples -> lists, as read back
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old != settings:
+            diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+            raise ValueError(f"{out} holds a run with other settings ({', '.join(diff)} differ); "
+                             "use another --out, or delete it to start over")
+        return
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(settings, indent=1))
+
+
+def _session_or_responses(root: Path, session: str, images_from: str | None) -> Session:
+    """The session; with ``images_from``, its responses alone may do (no images needed)."""
+    if images_from is None:
+        return load_session(root, session)
+    from ..data.session import data_dir
+
+    path = data_dir(root) / "responses_repeat_averaged" / f"responses_{session}.npy"
+    if not path.is_file():
+        return load_session(root, session)  # raises the session-not-found error
+    resp = np.load(path, allow_pickle=False)
+    blank = np.zeros((resp.shape[1], 112, 112, 3), np.uint8)
+    return Session(session, blank, resp.astype(np.float64))
