@@ -443,15 +443,22 @@ def pruning_bench(args, session, teacher_model: CompactModel, results: dict, sav
     }
     results["pruning"] = out
 
-    ckpt = distill_path(args.outdir, args.session, args.neuron, args.filters, args.distill_steps, args.batch,
-                        args.distill_lr, args.seed)
     t0 = time.perf_counter()
-    student = distill(teacher, None, fit, steps=args.distill_steps, batch=args.batch, nums_filters=args.filters,
-                      procedural_fraction=0.5, lr=args.distill_lr, seed=args.seed, checkpoint=ckpt, progress=True)
+    if args.student:  # e.g. one neuron cut out of a population student (compactcortex compress's stage 1)
+        student = CompactModel.load(args.student)
+        if student.num_outputs > 1:
+            student = student.single_output(args.student_output)
+        out["distill"] = {"student_file": str(args.student), "output": args.student_output}
+    else:
+        ckpt = distill_path(args.outdir, args.session, args.neuron, args.filters, args.distill_steps, args.batch,
+                            args.distill_lr, args.seed)
+        student = distill(teacher, None, fit, steps=args.distill_steps, batch=args.batch, nums_filters=args.filters,
+                          procedural_fraction=0.5, lr=args.distill_lr, seed=args.seed, checkpoint=ckpt, progress=True)
+        out["distill"] = {"checkpoint": str(ckpt.relative_to(REPO)) if ckpt.is_relative_to(REPO) else str(ckpt),
+                          "seconds_this_run": time.perf_counter() - t0,
+                          "final_loss": student.provenance.get("final_loss")}
     student.eval()
     student_test.append(cc.Predictor(student, threads=args.eval_threads).predict(test))
-    out["distill"] = {"checkpoint": str(ckpt.relative_to(REPO)) if ckpt.is_relative_to(REPO) else str(ckpt),
-                      "seconds_this_run": time.perf_counter() - t0, "final_loss": student.provenance.get("final_loss")}
     out["student"] = {"nums_filters": student.nums_filters, "num_parameters": student.num_parameters(),
                       "r_teacher": evaluate(student), "r_recorded": evaluate_recorded(student)}
     log(f"student {student.nums_filters}: {student.num_parameters()} parameters, r(teacher) "
@@ -642,6 +649,10 @@ def main(argv=None) -> int:
     g.add_argument("--threads", type=lambda s: [int(v) for v in s.split(",")], default=[1, 2], help="default 1,2")
     g = ap.add_argument_group("(b) pruning")
     g.add_argument("--filters", type=parse_filters, default=(32,) * 5, help="student filters: N or n0,..,n4 (default 32)")
+    g.add_argument("--student", type=Path, default=None,
+                   help="start from this CompactModel file instead of distilling one (a population student: "
+                        "its output --student-output, which must be the teacher's neuron)")
+    g.add_argument("--student-output", type=int, default=0)
     g.add_argument("--distill-steps", type=int, default=1200, help="default 1200")
     g.add_argument("--distill-lr", type=float, default=1e-3, help="distillation learning rate (default 1e-3, distill's)")
     g.add_argument("--batch", type=int, default=16)

@@ -199,3 +199,18 @@ def test_compress_refuses_a_folder_of_another_recipe(v4, tmp_path):
     with pytest.raises(ValueError, match="other settings.*recipe"):
         compress_session(v4, "190923", tmp_path, "published", [0], Recipe(**{**TINY, "retrain_steps": 3}),
                          threads=1, progress=False)
+
+
+def test_recipe_scales_its_budget_with_the_minutes_per_neuron():
+    from compactcortex.compress.pipeline import DEFAULT_MINUTES_PER_NEURON, Recipe
+
+    base = Recipe()
+    assert base.scaled(None) == base
+    double = base.scaled(2 * DEFAULT_MINUTES_PER_NEURON)
+    assert (double.population_steps, double.pool_size, double.retrain_steps, double.final_steps) == (
+        2 * base.population_steps, 2 * base.pool_size, 2 * base.retrain_steps, 2 * base.final_steps)
+    assert double.filters == base.filters and double.threshold == base.threshold
+    assert base.scaled(1e-6).population_steps == base.population_steps // 4  # never below a quarter
+    for bad in (0, -1, float("nan")):
+        with pytest.raises(ValueError, match="minutes per neuron must be > 0"):
+            base.scaled(bad)

@@ -248,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "re-training after each layer; the recipe of compactcortex compress), evaluate them (R2_ER on "
                     "held-out trials, r against the ground truth on fresh images), time the engine against "
                     "PyTorch, and write OUT/report.md, OUT/summary.json, PNG plots and the compact models "
-                    "(.safetensors and .plan). Rerunning with the same --out resumes. About 3 minutes on 2 "
+                    "(.safetensors and .plan). Rerunning with the same --out resumes. About 2-3 minutes on 2 "
                     "cores with the defaults.")
     de.add_argument("--out", default="demo_out", help="report folder (default: demo_out)")
     de.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test (about a minute)")
@@ -283,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "(fit an ensemble to the fit half), or a saved teacher file (default: published)")
     co.add_argument("--neurons", type=int, nargs="+", default=None, help="neuron indices (default: all)")
     co.add_argument("--minutes-per-neuron", type=float, default=None,
-                    help="scale the training budget (default recipe: about 1 minute per neuron on 2 cores)")
+                    help="scale the training budget to about M minutes per neuron on 2 cores (the default recipe "
+                         "took 2.2 for the 33 neurons of 190923)")
     co.add_argument("--threads", type=int, default=None, help="CPU threads (default: all available)")
     co.add_argument("--images-from", default=None,
                     help="another session whose images to use where SESSION has none here (e.g. 211022)")

@@ -23,7 +23,7 @@ __all__ = ["DemoConfig", "run_demo"]
 
 @dataclass
 class DemoConfig:
-    """Sizes of the demo. The defaults finish within 10 minutes on 2 CPU cores (about 3 minutes
+    """Sizes of the demo. The defaults finish within 10 minutes on 2 CPU cores (about 2 minutes
     measured on this project's quiet 2-core machine, 2026-12-01).
 
     The recipe is :class:`compactcortex.compress.pipeline.Recipe`'s (population distillation,

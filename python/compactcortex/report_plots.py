@@ -71,28 +71,37 @@ def plot_layer0_filters(models, neurons: list[int], path: Path, max_filters: int
 
 
 def plot_r_vs_params(summary: dict, path: Path) -> None:
-    """Compact models' r with their teacher (test half) against parameters, beside the published sizes.
-
-    One point per neuron at its compact model's size; where a published model exists, a grey
-    point at the published size (r = 1 with itself as teacher in the round trip; its r with the
-    recordings otherwise is not drawn) joined to ours by a line.
-    """
+    """Three panels from a ``compress`` summary: r with the teacher against parameters (ours; the
+    published sizes beside, at r = 1 with themselves, joined to ours); r with the recordings
+    against parameters, ours and the teacher's (where recordings are on the same images); the
+    distribution of compact / published parameters (or of compact parameters)."""
     plt = _figure()
     rows = summary["neurons"]
-    fig, (ax, hx) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax, rx, hx) = plt.subplots(1, 3, figsize=(15, 4))
+    val = lambda v: np.nan if v is None else v  # noqa: E731
     for r in rows:
-        if r.get("published_params") and r.get("r_teacher_test") is not None:
-            ax.plot([r["published_params"], r["compact_params"]], [1.0, r["r_teacher_test"]], "-", color="0.8", lw=0.7)
+        if r.get("published_params"):
+            ax.plot([r["published_params"], r["compact_params"]], [1.0, val(r["r_teacher_test"])], "-", color="0.8",
+                    lw=0.7)
     pub = [r["published_params"] for r in rows if r.get("published_params")]
     if pub:
         ax.scatter(pub, [1.0] * len(pub), c="0.5", s=14, label="published models (size)")
-    ax.scatter([r["compact_params"] for r in rows], [np.nan if r["r_teacher_test"] is None else r["r_teacher_test"]
-                                                    for r in rows], c="C0", s=16, label="ours (compact)")
+    ax.scatter([r["compact_params"] for r in rows], [val(r["r_teacher_test"]) for r in rows], c="C0", s=16,
+               label="ours (compact)")
     ax.set_xscale("log")
     ax.set_xlabel("parameters")
     ax.set_ylabel("r with the teacher, test-half images")
     ax.set_title(f"session {summary['session']}, teacher: {summary['teacher']}")
     ax.legend(frameon=False, loc="lower left")
+    if any(r["r_test"] is not None for r in rows):
+        ours = [(r["compact_params"], r["r_test"]) for r in rows if r["r_test"] is not None]
+        theirs = [(r["teacher_params"], r["r_teacher_model_test"]) for r in rows if r["r_teacher_model_test"] is not None]
+        rx.scatter(*zip(*theirs), c="0.5", s=14, label=f"teacher ({summary['teacher']})")
+        rx.scatter(*zip(*ours), c="C0", s=16, label="ours (compact)")
+        rx.set_xscale("log")
+        rx.legend(frameon=False, loc="lower left")
+    rx.set_xlabel("parameters")
+    rx.set_ylabel("r with the recorded responses, test half")
     ratios = [r["compact_params"] / r["published_params"] for r in rows if r.get("published_params")]
     if ratios:
         hx.hist(ratios, bins=20, color="C0")

@@ -56,18 +56,26 @@ class Recipe:
     teacher_epochs: int = 20                         # ... and their epochs (early-stopped)
 
     def scaled(self, minutes_per_neuron: float | None) -> "Recipe":
-        """This recipe with its step counts scaled to ``minutes_per_neuron`` (amortised).
+        """This recipe with its budget (steps and pool) scaled to ``minutes_per_neuron`` on 2 cores.
 
-        The defaults take about 1 minute per neuron on 2 cores for a 33-neuron session (the
-        population stage is shared); the scale is proportional, never below 1/4 of the defaults.
+        The defaults take about :data:`DEFAULT_MINUTES_PER_NEURON` minutes per neuron (amortised:
+        the shared stage divided over a 33-neuron session, plus each neuron's own stage); the
+        budget scales in proportion, never below a quarter of the defaults. Only an estimate:
+        the shared stage's share per neuron shrinks as the session grows.
         """
         if minutes_per_neuron is None:
             return self
-        if minutes_per_neuron <= 0:
-            raise ValueError(f"--minutes-per-neuron must be > 0, got {minutes_per_neuron}")
-        f = max(0.25, float(minutes_per_neuron))
-        return Recipe(**{**asdict(self), "population_steps": int(self.population_steps * f),
-                         "retrain_steps": int(self.retrain_steps * f), "final_steps": int(self.final_steps * f)})
+        if not minutes_per_neuron > 0:
+            raise ValueError(f"minutes per neuron must be > 0, got {minutes_per_neuron}")
+        f = max(0.25, float(minutes_per_neuron) / DEFAULT_MINUTES_PER_NEURON)
+        return Recipe(**{**asdict(self), "population_steps": max(1, int(self.population_steps * f)),
+                         "pool_size": max(self.batch, int(self.pool_size * f)),
+                         "retrain_steps": max(1, int(self.retrain_steps * f)),
+                         "final_steps": max(1, int(self.final_steps * f))})
+
+
+#: Measured cost of the default Recipe on 2 cores (session 190923, 33 neurons; see the README).
+DEFAULT_MINUTES_PER_NEURON = 2.2
 
 
 def prune_and_retrain(model: CompactModel, teacher: Callable, images: np.ndarray, recipe: Recipe,
@@ -104,13 +112,15 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
+@dataclass
 class _Teacher:
-    """The session's teacher: population callable, per-neuron callables, and their sizes."""
+    """The session's teacher: images -> (N, chosen neurons), one neuron's callable, sizes."""
 
-    def __init__(self, kind: str, population: Callable, per_neuron: Callable[[int], Callable],
-                 params: Callable[[int], int], published: dict[int, int]) -> None:
-        self.kind, self.population, self.per_neuron, self.params, self.published = (
-            kind, population, per_neuron, params, published)
+    kind: str                                 # "published", "fit" or the teacher file
+    population: Callable                      # recentred images (N,3,112,112) -> (N, K)
+    per_neuron: Callable[[int], Callable]     # neuron -> (images -> (N,))
+    params: Callable[[int], int]              # neuron -> the teacher's parameter count
+    published: dict[int, int]                 # neuron -> its published model's parameters
 
 
 def _published_params(root: Path, session: str) -> dict[int, int]:
@@ -143,11 +153,11 @@ def _load_teacher(spec: str, root: Path, session: Session, neurons: list[int], o
     from ..fit.loop import TrainConfig
     from ..fit.teacher import fit_teacher, load_teacher, save_teacher
 
-    published = _published_params(root, session.name)
     if spec == "published":
         from ..models.published import load_published_session
 
         models = load_published_session(root, session.name)
+        published = {k: m.num_parameters() for k, m in enumerate(models)}
         chosen = {k: models[k] for k in neurons}
         pop = PopulationPredictor([chosen[k] for k in neurons], threads=threads)
         return _Teacher("published", pop, lambda k: Predictor(chosen[k], threads=threads),
@@ -163,6 +173,7 @@ def _load_teacher(spec: str, root: Path, session: Session, neurons: list[int], o
             save_teacher(ens, path)
     else:
         ens = load_teacher(spec)
+    published = _published_params(root, session.name)
     n_out = int(ens.members[0].bias.shape[0])
     if n_out != session.num_neurons:
         raise ValueError(f"the teacher predicts {n_out} neurons, session {session.name} has {session.num_neurons}")

@@ -1,8 +1,8 @@
 """Training: teachers, distillation into compact students, and fine-tuning after pruning."""
 from .active import disagreement, select_images
-from .distill import ImageStream, distill, fine_tune
+from .distill import ImageStream, TargetPool, distill, distill_population, fine_tune
 from .loop import TrainConfig, train
 from .teacher import fit_teacher, load_teacher, save_teacher
 
-__all__ = ["TrainConfig", "train", "fit_teacher", "save_teacher", "load_teacher", "distill", "fine_tune",
-           "ImageStream", "select_images", "disagreement"]
+__all__ = ["TrainConfig", "train", "fit_teacher", "save_teacher", "load_teacher", "distill", "distill_population",
+           "fine_tune", "ImageStream", "TargetPool", "select_images", "disagreement"]
