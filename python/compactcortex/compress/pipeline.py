@@ -18,6 +18,7 @@ result (``neurons/neuron<k>.json``) is reused as it is.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -91,7 +92,7 @@ def prune_and_retrain(model: CompactModel, teacher: Callable, images: np.ndarray
     from ..fit.distill import ImageStream, fine_tune
     from .prune import prune_paper
 
-    calls = iter(range(10**6))  # the re-trainings in order, each with its own image stream
+    calls = itertools.count()  # the re-trainings in order, each with its own image stream
 
     def retrain(m: CompactModel, steps: int = recipe.retrain_steps) -> CompactModel:
         c = next(calls)
@@ -106,10 +107,10 @@ def prune_and_retrain(model: CompactModel, teacher: Callable, images: np.ndarray
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if a.std() == 0 or b.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
+    """Pearson r of two (images,) vectors (NaN if one is constant): metrics.pearson_r on one row."""
+    from ..metrics import pearson_r
+
+    return float(pearson_r(np.asarray(a, np.float64)[None], np.asarray(b, np.float64)[None])[0])
 
 
 @dataclass
@@ -132,10 +133,9 @@ def _published_params(root: Path, session: str) -> dict[int, int]:
         return {}
 
 
-def _check_teacher(spec: str, root: Path, session: str, neurons: list[int]) -> None:
+def _check_teacher(spec: str, root: Path, session: str, neurons: list[int], published: dict[int, int]) -> None:
     """Cheap checks of the teacher choice, before anything is written."""
     if spec == "published":
-        published = _published_params(root, session)
         if not published:
             raise ValueError(f"session {session} has no published compact models under {root}")
         missing = [k for k in neurons if k not in published]
@@ -147,7 +147,7 @@ def _check_teacher(spec: str, root: Path, session: str, neurons: list[int]) -> N
 
 
 def _load_teacher(spec: str, root: Path, session: Session, neurons: list[int], out: Path, threads: int,
-                  recipe: Recipe, progress: bool) -> _Teacher:
+                  recipe: Recipe, published: dict[int, int], progress: bool) -> _Teacher:
     from ..engine.population import PopulationPredictor
     from ..engine.predictor import Predictor
     from ..fit.loop import TrainConfig
@@ -157,7 +157,6 @@ def _load_teacher(spec: str, root: Path, session: Session, neurons: list[int], o
         from ..models.published import load_published_session
 
         models = load_published_session(root, session.name)
-        published = {k: m.num_parameters() for k, m in enumerate(models)}
         chosen = {k: models[k] for k in neurons}
         pop = PopulationPredictor([chosen[k] for k in neurons], threads=threads)
         return _Teacher("published", pop, lambda k: Predictor(chosen[k], threads=threads),
@@ -173,7 +172,6 @@ def _load_teacher(spec: str, root: Path, session: Session, neurons: list[int], o
             save_teacher(ens, path)
     else:
         ens = load_teacher(spec)
-    published = _published_params(root, session.name)
     n_out = int(ens.members[0].bias.shape[0])
     if n_out != session.num_neurons:
         raise ValueError(f"the teacher predicts {n_out} neurons, session {session.name} has {session.num_neurons}")
@@ -246,7 +244,8 @@ def compress_session(
         raise ValueError(f"session {session}: no neuron(s) {bad or '(none chosen)'}; it has 0..{n_neurons - 1}")
     if len(set(chosen)) != len(chosen):
         raise ValueError(f"neurons listed twice: {sorted(k for k in set(chosen) if chosen.count(k) > 1)}")
-    _check_teacher(teacher, root, str(session), chosen)
+    published = _published_params(root, str(session))
+    _check_teacher(teacher, root, str(session), chosen, published)
     out.mkdir(parents=True, exist_ok=True)
     work = out / "work"
     work.mkdir(exist_ok=True)
@@ -254,7 +253,7 @@ def compress_session(
     _claim_folder(out, {"session": str(session), "teacher": teacher, "images_from": images_from,
                         "recipe": asdict(recipe)})
     torch.set_num_threads(threads)
-    tch = _load_teacher(teacher, root, session_data, chosen, out, threads, recipe, progress)
+    tch = _load_teacher(teacher, root, session_data, chosen, out, threads, recipe, published, progress)
 
     fit = image_source.images[image_source.fit_indices]
     test = image_source.images[image_source.test_indices]
