@@ -173,14 +173,36 @@ def test_compress_errors_name_the_problem(v4, tmp_path, capsys):
     assert len(err) == 1 and "no neuron(s) [99]" in err[0]
 
 
-def test_compress_from_recordings_with_a_fitted_teacher(v4, tmp_path):
+@pytest.mark.parametrize("backbone", ["none", "shared_compact_5"])
+def test_compress_from_recordings_with_a_fitted_teacher(v4, tmp_path, backbone):
     from compactcortex.compress.pipeline import Recipe, compress_session
+    from compactcortex.fit import load_teacher
+    from compactcortex.models.teacher import Ensemble
+    from compactcortex.models.transfer import TransferTeacher
 
-    summary = compress_session(v4, "210325", tmp_path, "fit", [1], Recipe(**TINY), threads=2, progress=False)
+    summary = compress_session(v4, "210325", tmp_path, "fit", [1], Recipe(**TINY), threads=2, backbone=backbone,
+                               progress=False)
     (row,) = summary["neurons"]
     assert row["published_params"] is None and row["teacher_params"] > row["compact_params"]
     assert row["r2er_test"] is not None and row["r_teacher_model_test"] is not None  # 210325 has raw repeats
-    assert (tmp_path / "teacher.safetensors").is_file()
+    teacher = load_teacher(tmp_path / "teacher.safetensors")
+    if backbone == "none":
+        assert isinstance(teacher, Ensemble) and summary["teacher_backbone"] is None
+    else:
+        assert isinstance(teacher, TransferTeacher) and teacher.trunk.nums_filters == (5, 5, 5, 100, 100)
+        assert summary["teacher_backbone"] == "shared_compact_model_5filters.keras"
+
+
+def test_compress_backbone_names_are_checked(v4, tmp_path):
+    from compactcortex.compress.pipeline import resolve_teacher_backbone
+
+    assert resolve_teacher_backbone("auto", v4).name == "shared_compact_model_200filters.keras"
+    assert resolve_teacher_backbone("auto", tmp_path) is None  # nothing there: from scratch
+    assert resolve_teacher_backbone("none", v4) is None
+    with pytest.raises(ValueError, match="no shared compact model with 7 filters.*found sizes"):
+        resolve_teacher_backbone("shared_compact_7", v4)
+    with pytest.raises(ValueError, match="not 'auto', 'none'"):
+        resolve_teacher_backbone(str(tmp_path / "nope.keras"), v4)
 
 
 def test_compress_with_images_of_another_session(v4, tmp_path):

@@ -22,6 +22,7 @@ _LAZY = {
     "load_published": "compactcortex.models.published",
     "load_published_session": "compactcortex.models.published",
     "compile": "compactcortex.engine.compile",
+    "load_keras": "compactcortex.models.keras_files",
 }
 
 __all__ = ["__version__", "DATASET_MEAN", "IMAGE_SIZE", "Plan", "Predictor", "PopulationPredictor", "available_isas", "cuda_available", "cuda_status", *_LAZY]
@@ -29,6 +30,7 @@ __all__ = ["__version__", "DATASET_MEAN", "IMAGE_SIZE", "Plan", "Predictor", "Po
 if TYPE_CHECKING:  # pragma: no cover
     from .engine.compile import compile
     from .models.compact import CompactModel
+    from .models.keras_files import load_keras
     from .models.published import load_published, load_published_session
 
 

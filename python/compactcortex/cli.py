@@ -174,7 +174,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     from .compress.pipeline import Recipe, compress_session
 
     summary = compress_session(args.data, args.session, args.out, args.teacher, args.neurons,
-                               Recipe().scaled(args.minutes_per_neuron), args.threads, args.images_from)
+                               Recipe().scaled(args.minutes_per_neuron), args.threads, args.images_from,
+                               args.backbone)
     fmt = lambda v: "   n/a" if v is None else f"{v:6.3f}"  # noqa: E731
     print(f"\n{'neuron':>6} {'params':>7} {'published':>9} {'r teacher':>9} {'r rec':>6} {'r teach-rec':>11} "
           f"{'R2_ER':>6}  filters")
@@ -280,7 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--session", required=True, help="session id, e.g. 190923")
     co.add_argument("--teacher", default="published",
                     help="'published' (the session's published compact models: the round trip), 'fit' "
-                         "(fit an ensemble to the fit half), or a saved teacher file (default: published)")
+                         "(fit a teacher to the fit half), or a saved teacher file (default: published)")
+    co.add_argument("--backbone", default="auto",
+                    help="with --teacher fit: the pretrained trunk the teacher's readouts are fitted on: 'auto' "
+                         "(the 200-filter shared compact model under --data if there is one, else a teacher "
+                         "from scratch), 'none' (from scratch), 'shared_compact_<N>', or a .keras file")
     co.add_argument("--neurons", type=int, nargs="+", default=None, help="neuron indices (default: all)")
     co.add_argument("--minutes-per-neuron", type=float, default=None,
                     help="scale the training budget to about M minutes per neuron on 2 cores (the default recipe "

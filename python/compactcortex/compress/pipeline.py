@@ -34,7 +34,7 @@ from ..data.session import Session, load_session
 from ..models.compact import CompactModel
 from ..models.teacher import to_tensor
 
-__all__ = ["Recipe", "compress_session", "prune_and_retrain"]
+__all__ = ["Recipe", "compress_session", "prune_and_retrain", "resolve_teacher_backbone", "DEFAULT_BACKBONE_FILTERS"]
 
 
 @dataclass
@@ -53,8 +53,8 @@ class Recipe:
     final_steps: int = 200                           # fine-tuning of the compact model at the end
     procedural_fraction: float = 0.5
     seed: int = 0
-    teacher_members: int = 4                         # --teacher fit: ensemble members ...
-    teacher_epochs: int = 20                         # ... and their epochs (early-stopped)
+    teacher_members: int = 4                         # --teacher fit: ensemble members (readouts) ...
+    teacher_epochs: int = 20                         # ... and epochs from scratch (early-stopped)
 
     def scaled(self, minutes_per_neuron: float | None) -> "Recipe":
         """This recipe with its budget (steps and pool) scaled to ``minutes_per_neuron`` on 2 cores.
@@ -146,8 +146,33 @@ def _check_teacher(spec: str, root: Path, session: str, neurons: list[int], publ
         raise ValueError(f"--teacher {spec!r}: not 'published', 'fit' or an existing teacher file")
 
 
+def resolve_teacher_backbone(backbone: str | None, root: Path) -> Path | None:
+    """The trunk ``--teacher fit`` builds on: ``"auto"`` finds the shared compact model with
+    :data:`DEFAULT_BACKBONE_FILTERS` filters under ``root`` (None where there is none: a teacher
+    from scratch), ``"none"``/None means from scratch, ``"shared_compact_<N>"`` or a path name one."""
+    from ..models.keras_files import shared_model_path
+
+    if backbone is None or backbone == "none":
+        return None
+    if backbone == "auto":
+        try:
+            return shared_model_path(root, DEFAULT_BACKBONE_FILTERS)
+        except ValueError:
+            return None
+    if backbone.startswith("shared_compact_") and backbone.removeprefix("shared_compact_").isdigit():
+        return shared_model_path(root, int(backbone.removeprefix("shared_compact_")))
+    if not Path(backbone).is_file():
+        raise ValueError(f"--backbone {backbone!r}: not 'auto', 'none', 'shared_compact_<N>' or an existing .keras file")
+    return Path(backbone)
+
+
+#: Filters (layers 0-2) of the shared compact model whose trunk ``--teacher fit`` uses by default
+#: (measured best of 50/100/200 on 210325: ``benchmarks/teachers.py``).
+DEFAULT_BACKBONE_FILTERS = 200
+
+
 def _load_teacher(spec: str, root: Path, session: Session, neurons: list[int], out: Path, threads: int,
-                  recipe: Recipe, published: dict[int, int], progress: bool) -> _Teacher:
+                  recipe: Recipe, published: dict[int, int], progress: bool, backbone: Path | None) -> _Teacher:
     from ..engine.population import PopulationPredictor
     from ..engine.predictor import Predictor
     from ..fit.loop import TrainConfig
@@ -168,13 +193,13 @@ def _load_teacher(spec: str, root: Path, session: Session, neurons: list[int], o
         else:
             cfg = TrainConfig(epochs=recipe.teacher_epochs, seed=recipe.seed)
             ens = fit_teacher(session, recipe.teacher_members, config=cfg, checkpoint_dir=out / "work" / "teacher",
-                              progress=progress)
+                              progress=progress, backbone=backbone)
             save_teacher(ens, path)
     else:
         ens = load_teacher(spec)
-    n_out = int(ens.members[0].bias.shape[0])
-    if n_out != session.num_neurons:
-        raise ValueError(f"the teacher predicts {n_out} neurons, session {session.name} has {session.num_neurons}")
+    if ens.num_neurons != session.num_neurons:
+        raise ValueError(f"the teacher predicts {ens.num_neurons} neurons, session {session.name} has "
+                         f"{session.num_neurons}")
     ens.eval()
     n_params = sum(p.numel() for p in ens.parameters())
 
@@ -201,6 +226,7 @@ def compress_session(
     recipe: Recipe | None = None,
     threads: int | None = None,
     images_from: str | None = None,
+    backbone: str | None = "auto",
     progress: bool = True,
 ) -> dict:
     """Compress every chosen neuron of ``session`` into a compact model; returns the summary.
@@ -211,7 +237,10 @@ def compress_session(
         out: output folder: ``neuron<k>.safetensors`` and ``.plan`` per neuron, ``summary.json``,
             ``r_vs_params.png``, and ``work/`` (checkpoints; safe to delete when done).
         teacher: ``"published"`` (the session's published compact models: the round trip),
-            ``"fit"`` (an ensemble fitted to the session's fit half), or a saved teacher file.
+            ``"fit"`` (a teacher fitted to the session's fit half), or a saved teacher file.
+        backbone: for ``teacher="fit"``: the pretrained trunk its readouts are fitted on (see
+            :func:`resolve_teacher_backbone`; default ``"auto"``: the shared compact model under
+            ``root`` if there is one, else a teacher from scratch).
         neurons: which neurons (default: all of the session's).
         recipe: :class:`Recipe` (default: the defaults).
         images_from: another session whose images stand in where ``session`` has none here
@@ -250,10 +279,14 @@ def compress_session(
     work = out / "work"
     work.mkdir(exist_ok=True)
     (out / "neurons").mkdir(exist_ok=True)
-    _claim_folder(out, {"session": str(session), "teacher": teacher, "images_from": images_from,
-                        "recipe": asdict(recipe)})
     torch.set_num_threads(threads)
-    tch = _load_teacher(teacher, root, session_data, chosen, out, threads, recipe, published, progress)
+    trunk_file = resolve_teacher_backbone(backbone, root) if teacher == "fit" else None
+    if teacher == "fit" and progress:
+        print(f"teacher: readouts on the frozen trunk of {trunk_file}" if trunk_file else
+              f"teacher: from scratch (no shared compact model under {root}; --backbone names one)")
+    _claim_folder(out, {"session": str(session), "teacher": teacher, "images_from": images_from,
+                        "backbone": trunk_file and trunk_file.name, "recipe": asdict(recipe)})
+    tch = _load_teacher(teacher, root, session_data, chosen, out, threads, recipe, published, progress, trunk_file)
 
     fit = image_source.images[image_source.fit_indices]
     test = image_source.images[image_source.test_indices]
@@ -305,7 +338,8 @@ def compress_session(
         rows.append(row)
         bar.set_postfix(params=row["compact_params"], r=f"{row['r_teacher_test'] or float('nan'):.3f}")
 
-    summary = {"session": str(session), "teacher": tch.kind, "elapsed_s": time.perf_counter() - t0,
+    summary = {"session": str(session), "teacher": tch.kind, "teacher_backbone": trunk_file and trunk_file.name,
+               "elapsed_s": time.perf_counter() - t0,
                "images": str(images_from or session), "recipe": asdict(recipe), "threads": threads,
                "neurons": rows}
     with atomic_path(out / "summary.json") as tmp:

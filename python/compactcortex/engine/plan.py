@@ -19,7 +19,7 @@ __all__ = ["Plan", "as_plan", "read_safetensors_meta"]
 FORMAT = "compactcortex.Plan/1"
 
 
-def read_safetensors_meta(path: str | Path, expected_format: str) -> dict:
+def read_safetensors_meta(path: str | Path, expected_format: str | tuple[str, ...]) -> dict:
     """The metadata of a safetensors file, checking its ``format`` entry.
 
     Raises ValueError for a missing, truncated or foreign file.
@@ -34,8 +34,9 @@ def read_safetensors_meta(path: str | Path, expected_format: str) -> dict:
             meta = f.metadata() or {}
     except Exception as e:
         raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
-    if meta.get("format") != expected_format:
-        raise ValueError(f"{path}: expected a {expected_format} file, found format "
+    formats = (expected_format,) if isinstance(expected_format, str) else expected_format
+    if meta.get("format") not in formats:
+        raise ValueError(f"{path}: expected a {' or '.join(formats)} file, found format "
                          f"{meta.get('format')!r}")
     return meta
 

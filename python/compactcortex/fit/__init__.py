@@ -3,6 +3,7 @@ from .active import disagreement, select_images
 from .distill import ImageStream, TargetPool, distill, distill_population, fine_tune
 from .loop import TrainConfig, train
 from .teacher import fit_teacher, load_teacher, save_teacher
+from .transfer import fit_transfer_teacher
 
-__all__ = ["TrainConfig", "train", "fit_teacher", "save_teacher", "load_teacher", "distill", "distill_population",
+__all__ = ["TrainConfig", "train", "fit_teacher", "fit_transfer_teacher", "save_teacher", "load_teacher", "distill", "distill_population",
            "fine_tune", "ImageStream", "TargetPool", "select_images", "disagreement"]

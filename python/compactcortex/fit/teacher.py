@@ -1,6 +1,12 @@
-"""fit_teacher: an ensemble of population CNNs fitted to a session's responses."""
+"""fit_teacher: a teacher of a session's whole population, from scratch or on a pretrained trunk.
+
+From scratch, an ensemble of small population CNNs (:class:`TeacherCNN`); with ``backbone``, a
+:class:`~compactcortex.models.transfer.TransferTeacher` (readouts fitted on a frozen trunk of the
+authors' shared compact model; far better with a session's few hundred images).
+"""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,12 +15,15 @@ from tqdm import tqdm
 
 from .._atomic import atomic_path
 from ..data.session import Session
+from ..models.compact import CompactModel
 from ..models.teacher import Ensemble, TeacherCNN, to_tensor
+from ..models.transfer import TransferTeacher
 from .loop import TrainConfig, train
 
 __all__ = ["fit_teacher", "save_teacher", "load_teacher"]
 
 FORMAT = "compactcortex.Ensemble/1"
+TRANSFER_FORMAT = "compactcortex.TransferTeacher/1"
 
 
 def fit_teacher(
@@ -25,8 +34,16 @@ def fit_teacher(
     config: TrainConfig | None = None,
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
-) -> Ensemble:
-    """Fit ``n_members`` :class:`TeacherCNN` s to all neurons of ``session`` and average them.
+    backbone: str | Path | None = None,
+    data_root: str | Path | None = None,
+    readout: str = "factorised",
+) -> Ensemble | TransferTeacher:
+    """Fit a teacher of all neurons of ``session``: from scratch, or on a pretrained trunk.
+
+    With ``backbone`` (a ``.keras`` path, a loaded model, or ``"shared_compact_<N>"`` looked up
+    under ``data_root``) this is :func:`~compactcortex.fit.transfer.fit_transfer_teacher` with
+    ``n_members`` readouts (``config`` is not used). Without, ``n_members`` :class:`TeacherCNN` s
+    are trained and averaged, as follows.
 
     Each member trains on the images ``indices`` (default: the session's fit half) minus a
     validation share (``val_fraction``, chosen by the member's seed) used for early stopping;
@@ -34,6 +51,11 @@ def fit_teacher(
     ``checkpoint_dir``, every member checkpoints each epoch and finished members are kept, so an
     interrupted fit resumes where it stopped with the same result.
     """
+    if backbone is not None:
+        from .transfer import fit_transfer_teacher
+
+        return fit_transfer_teacher(session, backbone, n_members, indices, readout, data_root=data_root,
+                                    checkpoint_dir=checkpoint_dir, progress=progress)
     cfg = config or TrainConfig()
     idx = session.fit_indices if indices is None else np.asarray(indices)
     if len(idx) < 10:
@@ -68,26 +90,42 @@ def fit_teacher(
     return Ensemble(members).eval()
 
 
-def save_teacher(ensemble: Ensemble, path: str | Path) -> None:
-    """Save an ensemble of :class:`TeacherCNN` (safetensors + JSON metadata, atomic)."""
+def save_teacher(teacher: Ensemble | TransferTeacher, path: str | Path) -> None:
+    """Save a teacher from :func:`fit_teacher` (safetensors + JSON metadata, atomic)."""
     from safetensors.torch import save_file
 
-    n = int(ensemble.members[0].bias.shape[0])
-    meta = {"format": FORMAT, "n_members": str(len(ensemble.members)), "n_neurons": str(n)}
+    if isinstance(teacher, TransferTeacher):
+        t = teacher.trunk
+        meta = {"format": TRANSFER_FORMAT, "n_members": str(teacher.num_members), "n_neurons": str(teacher.num_neurons),
+                "readout": teacher.readout_kind, "pool": str(teacher.pool), "nums_filters": json.dumps(list(t.nums_filters)),
+                "bn_eps": json.dumps(list(t.bn_eps)), "trunk_dtype": str(next(t.parameters()).dtype).removeprefix("torch."),
+                "provenance": json.dumps(t.provenance)}
+    else:
+        meta = {"format": FORMAT, "n_members": str(len(teacher.members)), "n_neurons": str(teacher.num_neurons)}
     with atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in ensemble.state_dict().items()}, str(tmp), metadata=meta)
+        save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, str(tmp), metadata=meta)
 
 
-def load_teacher(path: str | Path) -> Ensemble:
-    """Load an ensemble written by :func:`save_teacher`. Raises ValueError for a foreign file."""
+def load_teacher(path: str | Path) -> Ensemble | TransferTeacher:
+    """Load a teacher written by :func:`save_teacher`. Raises ValueError for a foreign file."""
     from safetensors.torch import load_file
 
     from ..engine.plan import read_safetensors_meta
 
-    meta = read_safetensors_meta(path, FORMAT)
-    ens = Ensemble([TeacherCNN(int(meta["n_neurons"])) for _ in range(int(meta["n_members"]))])
+    meta = read_safetensors_meta(path, (FORMAT, TRANSFER_FORMAT))
     try:
-        ens.load_state_dict(load_file(str(path)))
-    except RuntimeError as e:
-        raise ValueError(f"{path}: weights do not match the ensemble architecture ({e})") from None
-    return ens.eval()
+        members, n = int(meta["n_members"]), int(meta["n_neurons"])
+        if meta["format"] == FORMAT:
+            teacher = Ensemble([TeacherCNN(n) for _ in range(members)])
+        else:
+            trunk = CompactModel(json.loads(meta["nums_filters"]), bn_eps=json.loads(meta["bn_eps"]))
+            del trunk.readout
+            trunk.to(getattr(torch, meta["trunk_dtype"]))
+            trunk.provenance = json.loads(meta["provenance"])
+            teacher = TransferTeacher(trunk, n, members, meta["readout"], int(meta["pool"]))
+        teacher.load_state_dict(load_file(str(path)))
+    except (KeyError, ValueError, AttributeError, RuntimeError) as e:
+        raise ValueError(f"{path}: metadata or weights do not match a {meta['format']} ({e})") from None
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher.eval()

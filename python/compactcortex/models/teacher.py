@@ -15,7 +15,7 @@ from torch import nn
 
 from ..constants import DATASET_MEAN
 
-__all__ = ["TeacherCNN", "Ensemble", "to_tensor"]
+__all__ = ["TeacherCNN", "Ensemble", "PopulationPredictions", "to_tensor"]
 
 
 def to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -65,21 +65,9 @@ class TeacherCNN(nn.Module):
         return self.standardised(x) * self.response_std + self.response_mean
 
 
-class Ensemble(nn.Module):
-    """The mean of several population models; ``member_outputs`` keeps them apart."""
-
-    def __init__(self, members: Sequence[nn.Module]) -> None:
-        super().__init__()
-        if not members:
-            raise ValueError("an ensemble needs at least one member")
-        self.members = nn.ModuleList(members)
-
-    def member_outputs(self, x: torch.Tensor) -> torch.Tensor:
-        """(K, N, neurons) predictions of every member."""
-        return torch.stack([m(x) for m in self.members])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.member_outputs(x).mean(0)
+class PopulationPredictions:
+    """``predict`` and ``predict_members`` on numpy images, for a module with ``forward`` (N, neurons)
+    and ``member_outputs`` (K, N, neurons) on recentred (N, 3, 112, 112) tensors."""
 
     @torch.no_grad()
     def predict(self, images: np.ndarray, batch: int = 64) -> np.ndarray:
@@ -94,3 +82,24 @@ class Ensemble(nn.Module):
         self.eval()
         return np.concatenate([self.member_outputs(to_tensor(images[i:i + batch])).double().numpy()
                                for i in range(0, len(images), batch)], axis=1)
+
+
+class Ensemble(PopulationPredictions, nn.Module):
+    """The mean of several population models; ``member_outputs`` keeps them apart."""
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    @property
+    def num_neurons(self) -> int:
+        return int(self.members[0].bias.shape[0])
+
+    def member_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """(K, N, neurons) predictions of every member."""
+        return torch.stack([m(x) for m in self.members])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.member_outputs(x).mean(0)

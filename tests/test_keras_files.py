@@ -1,0 +1,110 @@
+"""The reader of the authors' Keras 3 files (no TensorFlow): layouts, outputs, and refusals."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import compactcortex as cc
+from compactcortex.models.keras_files import SharedCompactModel, shared_model_path
+from compactcortex.models.teacher import to_tensor
+
+# A clone of github.com/cowleygroup/V4_compact_models (its per-neuron .keras files are not in ../shared).
+AUTHORS = Path(os.environ.get("COMPACTCORTEX_AUTHORS_REPO", "/nonexistent"))
+
+
+def test_shared_model_layout_and_exact_single_outputs(v4):
+    model = cc.load_keras(shared_model_path(v4, 10), dtype=torch.float64)
+    assert isinstance(model, SharedCompactModel)
+    assert model.nums_filters == (10, 10, 10, 100, 100) and model.num_outputs == 219
+    x = torch.randn(3, 3, 112, 112, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 60
+    with torch.no_grad():
+        y = model(x)
+        for k in (0, 37, 218):
+            one = model.single_output(k)
+            assert isinstance(one, cc.CompactModel) and one.num_outputs == 1
+            np.testing.assert_allclose(one(x).numpy(), y[:, k].numpy(), rtol=1e-10, atol=1e-10)
+    assert "tensorflow" not in sys.modules and "keras" not in sys.modules
+
+
+def test_shared_model_predicts_its_own_session(v4):
+    """A reading error (a transposed kernel, a wrong batchnorm) would destroy this correlation: the
+    shared model's 33 channels of 190923 predict that session's test half (the published compact
+    models reach a median r of 0.636; 0.64 measured for the 100-filter shared model)."""
+    from compactcortex.data import load_session
+    from compactcortex.metrics import pearson_r
+
+    model = cc.load_keras(shared_model_path(v4, 25))
+    s = load_session(v4, "190923")
+    idx = s.test_indices
+    with torch.no_grad():
+        pred = np.concatenate([model(to_tensor(s.images[idx[i:i + 100]])).numpy() for i in range(0, len(idx), 100)])
+    r = pearson_r(s.responses[:, idx], pred[:, :33].T.astype(np.float64))
+    assert np.median(r) > 0.5
+
+
+@pytest.mark.skipif(not (AUTHORS / "data_compact_models" / "models_keras").is_dir(),
+                    reason="per-neuron .keras files need a clone of the authors' repository in "
+                           "COMPACTCORTEX_AUTHORS_REPO (they are not in ../shared/data/v4)")
+@pytest.mark.parametrize("neuron", [0, 5, 32])
+def test_per_neuron_keras_matches_pt_and_golden(v4, neuron):
+    keras = cc.load_keras(AUTHORS / "data_compact_models" / "models_keras" / f"compact_model_190923_neuron{neuron}.keras",
+                          dtype=torch.float64)
+    pt = cc.load_published(v4 / "compact_models" / "torch" / f"compact_model_190923_neuron{neuron}.pt",
+                           dtype=torch.float64)
+    assert type(keras) is cc.CompactModel and keras.nums_filters == pt.nums_filters
+    assert keras.provenance["neuron"] == neuron
+    g = np.load(v4 / "golden" / "golden_190923.npz")
+    x = to_tensor(g["images_uint8"]).double()
+    with torch.no_grad():
+        a, b = keras(x).numpy(), pt(x).numpy()
+    np.testing.assert_allclose(a, b, atol=1e-6 * np.abs(b).max())
+    np.testing.assert_allclose(a, g["outputs"][neuron], atol=1e-5 * np.abs(b).max())
+
+
+def _rewrite(src: Path, dst: Path, edit) -> Path:
+    """A copy of a .keras file with its config edited by ``edit(config)``."""
+    with zipfile.ZipFile(src) as z:
+        files = {n: z.read(n) for n in z.namelist()}
+    config = json.loads(files["config.json"])
+    edit(config)
+    files["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(dst, "w") as z:
+        for n, data in files.items():
+            z.writestr(n, data)
+    return dst
+
+
+def test_other_architectures_and_broken_files_are_refused(v4, tmp_path):
+    src = shared_model_path(v4, 5)
+    with pytest.raises(ValueError, match="no such file"):
+        cc.load_keras(tmp_path / "missing.keras")
+    (tmp_path / "junk.keras").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a readable Keras 3"):
+        cc.load_keras(tmp_path / "junk.keras")
+
+    def stride(c):
+        c["config"]["layers"][4]["config"]["strides"] = [1, 1]
+    with pytest.raises(ValueError, match="layer 'layer1_conv' has strides"):
+        cc.load_keras(_rewrite(src, tmp_path / "stride.keras", stride))
+
+    def relu6(c):
+        c["config"]["layers"][3]["config"]["activation"] = "relu6"
+    with pytest.raises(ValueError, match="'layer0_act' has activation"):
+        cc.load_keras(_rewrite(src, tmp_path / "act.keras", relu6))
+
+    def head(c):
+        c["config"]["layers"] = c["config"]["layers"][:-2] + c["config"]["layers"][-1:]
+    with pytest.raises(ValueError, match=r"after layer 4 come \['Conv2D', 'Flatten'\]"):
+        cc.load_keras(_rewrite(src, tmp_path / "head.keras", head))
+
+    def filters(c):  # config and weights disagree
+        c["config"]["layers"][1]["config"]["filters"] = 6
+    with pytest.raises(ValueError, match="layer 'layer0_conv' holds weights of shapes"):
+        cc.load_keras(_rewrite(src, tmp_path / "filters.keras", filters))
