@@ -109,7 +109,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 #: A tiny configuration for smoke tests (about a minute).
-QUICK_DEMO = dict(neurons=2, population=6, images=120, members=2, teacher_epochs=2, student_filters=6,
+QUICK_DEMO = dict(neurons=2, population=6, test_images=60, initial_images=40, loop_rounds=1, images_per_round=20,
+                  candidates=100, members=2, teacher_epochs=2, student_filters=6,
                   distill_steps=10, pool_size=64, batch=8, rounds=1, retrain_steps=4, final_steps=4, fresh_images=40)
 
 
@@ -243,8 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     de = sub.add_parser(
         "demo", help="the whole pipeline on the embedded digital V4 population (the main job)",
-        description="Synthesise a digital V4 population (ground-truth model neurons, Poisson trials), fit a "
-                    "teacher ensemble, distil the neurons with the highest noise ceiling at once into one shared "
+        description="Record a digital V4 population (ground-truth model neurons, Poisson trials) in silico "
+                    "with the paper's adaptive closed loop (fit a teacher ensemble, record the candidate images its "
+                    "members disagree on most, refit), distil the neurons with the highest noise ceiling at once into one shared "
                     "student, cut out and prune each one's compact model (the paper's rule in several passes, "
                     "re-training after each layer; the recipe of compactcortex compress), evaluate them (R2_ER on "
                     "held-out trials, r against the ground truth on fresh images), time the engine against "
@@ -254,7 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--out", default="demo_out", help="report folder (default: demo_out)")
     de.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test (about a minute)")
     for name, typ, help_ in [("neurons", int, "neurons to distil and prune"), ("population", int, "model neurons recorded"),
-                             ("images", int, "recorded images (half train, half test)"), ("repeats", int, "trials per image"),
+                             ("test_images", int, "recorded test images (R2_ER on their held-out trials)"),
+                             ("initial_images", int, "closed loop: random images recorded before the first fit"),
+                             ("loop_rounds", int, "closed loop: rounds of choosing images"),
+                             ("images_per_round", int, "closed loop: images chosen per round"),
+                             ("candidates", int, "closed loop: candidate images to choose from"),
+                             ("repeats", int, "trials per image"),
                              ("members", int, "teacher ensemble members"), ("teacher_epochs", int, "teacher epochs"),
                              ("student_filters", int, "filters per layer of the shared student before pruning"),
                              ("distill_steps", int, "distillation steps"), ("distill_lr", float, "distillation learning rate"),

@@ -7,7 +7,8 @@ import numpy as np
 
 from ._atomic import atomic_path
 
-__all__ = ["plot_accuracy_vs_params", "plot_predicted_vs_measured", "plot_layer0_filters", "plot_r_vs_params"]
+__all__ = ["plot_accuracy_vs_params", "plot_predicted_vs_measured", "plot_layer0_filters", "plot_r_vs_params",
+           "plot_closed_loop"]
 
 
 def _figure():
@@ -111,4 +112,25 @@ def plot_r_vs_params(summary: dict, path: Path) -> None:
         hx.hist([r["compact_params"] for r in rows], bins=20, color="C0")
         hx.set_xlabel("compact parameters")
     hx.set_ylabel("neurons")
+    _save(fig, path)
+
+
+def plot_closed_loop(runs: dict[str, list[list[dict]]], path: Path) -> None:
+    """Median r2 with the ground truth against recorded images, one colour per selection rule.
+
+    ``runs`` maps a rule (e.g. "active", "random") to one history per seed (the lists of
+    :func:`~compactcortex.fit.closed_loop.closed_loop`); thin lines are seeds, thick their mean.
+    """
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (rule, histories), colour in zip(runs.items(), ("C0", "C1", "C2", "C3")):
+        for h in histories:
+            ax.plot([e["images"] for e in h], [e["r2_truth_median"] for e in h], "-", color=colour, alpha=0.3, lw=1)
+        x = [e["images"] for e in histories[0]]
+        mean = np.mean([[e["r2_truth_median"] for e in h] for h in histories], axis=0)
+        ax.plot(x, mean, "-o", color=colour, lw=2, label=f"{rule} ({len(histories)} seeds)")
+    ax.set_xlabel("recorded images")
+    ax.set_ylabel("median r$^2$ with the true rates (fresh images)")
+    ax.set_title("closed loop in silico: teacher accuracy per round")
+    ax.legend(frameon=False)
     _save(fig, path)

@@ -81,11 +81,14 @@ DEFAULT_MINUTES_PER_NEURON = 2.2
 
 def prune_and_retrain(model: CompactModel, teacher: Callable, images: np.ndarray, recipe: Recipe,
                       work: Path | None = None, name: str = "model", seed: int = 0,
-                      threads: int | None = None) -> tuple[CompactModel, list]:
+                      threads: int | None = None, pool=None, pool_column: int = 0) -> tuple[CompactModel, list]:
     """One neuron's stage 2: ``prune_paper`` in ``recipe.rounds`` passes, then a final fine-tuning.
 
     ``teacher`` maps recentred images to this neuron's responses (N,); ``images`` (N,112,112,3)
     uint8 are the fit-half images (statistics, and mixed with procedural images for re-training).
+    With ``pool`` (the stage-1 :class:`~compactcortex.fit.TargetPool`), re-training draws its
+    batches and targets (column ``pool_column``) from it instead of running the teacher: for a
+    teacher slower than the engine (a fitted one runs in PyTorch) that is most of the cost.
     With ``work``, every re-training checkpoints to ``work/<name>_train<i>.ckpt``, so a killed
     run resumes (pruning itself is deterministic given the weights). Returns (compact, history).
     """
@@ -96,7 +99,12 @@ def prune_and_retrain(model: CompactModel, teacher: Callable, images: np.ndarray
 
     def retrain(m: CompactModel, steps: int = recipe.retrain_steps) -> CompactModel:
         c = next(calls)
-        stream = ImageStream(images, recipe.batch, recipe.procedural_fraction, seed + c)
+        if pool is None:
+            stream = ImageStream(images, recipe.batch, recipe.procedural_fraction, seed + c)
+        else:
+            def stream(step: int, offset: int = (seed + c) * 1_000_003):
+                x, y = pool(offset + step)
+                return x, (y if y.dim() == 1 else y[:, pool_column])
         fine_tune(m, teacher, None, stream, steps, lr=recipe.retrain_lr, desc=name, progress=False,
                   checkpoint=None if work is None else Path(work) / f"{name}_train{c}.ckpt")
         return m
@@ -304,6 +312,14 @@ def compress_session(
                                     checkpoint=work / f"population_{tag}.ckpt", progress=progress)
         shared.save(shared_path)
 
+    pool = None
+    if tch.kind != "published":  # a fitted teacher runs in PyTorch: re-train on stage 1's labelled pool
+        from ..fit.distill import ImageStream, TargetPool
+
+        # The pool distill_population labelled (same images; targets read from its cache).
+        pool = TargetPool(ImageStream(fit, 64, recipe.procedural_fraction, recipe.seed), tch.population, None,
+                          recipe.pool_size, recipe.batch, recipe.seed, work / f"population_{tag}.ckpt.targets.npy",
+                          progress)
     rows = []
     bar = tqdm(chosen, desc=f"compress {session}", unit="neuron", disable=not progress)
     for i, k in enumerate(bar):
@@ -312,7 +328,8 @@ def compress_session(
             rows.append(json.loads(done.read_text()))
             continue
         compact, history = prune_and_retrain(shared.single_output(i), tch.per_neuron(k), fit, recipe, work,
-                                             f"neuron{k}", seed=recipe.seed + 1000 * (k + 1), threads=threads)
+                                             f"neuron{k}", seed=recipe.seed + 1000 * (k + 1), threads=threads,
+                                             pool=pool, pool_column=i)
         compact.provenance = {"session": str(session), "neuron": k, "teacher": tch.kind, "recipe": asdict(recipe),
                               "pruning": [{"layer": s.layer, "round": s.extra.get("round"),
                                            "filters": list(s.nums_filters), "explained": s.explained}
