@@ -108,18 +108,19 @@ def test_fitted_teacher_recovers_a_known_readout(readout, r_min, tmp_path):
 
 
 def test_trunk_is_frozen_and_teacher_errors_are_clear(tmp_path):
-    model = random_model((4, 4, 3, 3, 3))
-    trunk = trunk_of(model)
+    trunk = trunk_of(random_model((6, 6, 5, 5, 5), seed=1))
     assert not hasattr(trunk, "readout") and not any(p.requires_grad for p in trunk.parameters())
     with pytest.raises(ValueError, match="readout must be one of"):
         TransferTeacher(trunk, 3, readout="lasso")
     with pytest.raises(ValueError, match="pool must divide 28"):
         TransferTeacher(trunk, 3, pool=3)
-    s = _synthetic_session(trunk, n_images=8)
+    s = _synthetic_session(trunk, n_images=20)
     with pytest.raises(ValueError, match="at least 10 training images"):
-        fit_transfer_teacher(s, trunk, progress=False)
+        fit_transfer_teacher(s, trunk, indices=np.arange(8), progress=False)
     with pytest.raises(ValueError, match="looked up in a data root"):
-        fit_transfer_teacher(_synthetic_session(trunk, 20), "shared_compact_5", progress=False)
+        fit_transfer_teacher(s, "shared_compact_5", progress=False)
+    with pytest.raises(ValueError, match=r"features must be \(10, 5, 28, 28\)"):
+        fit_transfer_teacher(s, trunk, indices=np.arange(10), features=torch.zeros(9, 5, 28, 28), progress=False)
     (tmp_path / "x.safetensors").write_bytes(b"junk")
     with pytest.raises(ValueError, match="not a readable safetensors"):
         load_teacher(tmp_path / "x.safetensors")

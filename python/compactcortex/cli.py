@@ -179,11 +179,11 @@ def _cmd_compress(args: argparse.Namespace) -> int:
                                args.backbone)
     fmt = lambda v: "   n/a" if v is None else f"{v:6.3f}"  # noqa: E731
     print(f"\n{'neuron':>6} {'params':>7} {'published':>9} {'r teacher':>9} {'r rec':>6} {'r teach-rec':>11} "
-          f"{'R2_ER':>6}  filters")
+          f"{'R2_ER':>6} {'teach':>6}  filters")
     for r in summary["neurons"]:
         print(f"{r['neuron']:>6} {r['compact_params']:>7,} {r['published_params'] or '-':>9} "
               f"{fmt(r['r_teacher_test']):>9} {fmt(r['r_test'])} {fmt(r['r_teacher_model_test']):>11} "
-              f"{fmt(r['r2er_test'])}  {tuple(r['compact_filters'])}")
+              f"{fmt(r['r2er_test'])} {fmt(r.get('r2er_teacher_test'))}  {tuple(r['compact_filters'])}")
     rt = [r["r_teacher_test"] for r in summary["neurons"] if r["r_teacher_test"] is not None]
     ratio = [r["compact_params"] / r["published_params"] for r in summary["neurons"] if r["published_params"]]
     print(f"median r with the teacher {np.median(rt):.3f}" if rt else "no r with the teacher")
@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "re-training after each layer; the recipe of compactcortex compress), evaluate them (R2_ER on "
                     "held-out trials, r against the ground truth on fresh images), time the engine against "
                     "PyTorch, and write OUT/report.md, OUT/summary.json, PNG plots and the compact models "
-                    "(.safetensors and .plan). Rerunning with the same --out resumes. About 2-3 minutes on 2 "
+                    "(.safetensors and .plan). Rerunning with the same --out resumes. About 3.5 minutes on 2 "
                     "cores with the defaults.")
     de.add_argument("--out", default="demo_out", help="report folder (default: demo_out)")
     de.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test (about a minute)")

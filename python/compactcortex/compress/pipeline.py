@@ -257,7 +257,8 @@ def compress_session(
     Returns:
         ``{"session", "teacher", "elapsed_s", "recipe", "neurons": [{"neuron", "teacher_params",
         "compact_params", "compact_filters", "published_params", "r_teacher_test", "r_test",
-        "r_teacher_model_test", "r2er_test"}]}`` (also written to ``out/summary.json``).
+        "r_teacher_model_test", "r2er_test", "r2er_teacher_test"}]}`` (also written to
+        ``out/summary.json``; ``r2er_teacher_test`` is the teacher's own R2_ER).
     """
     from ..engine.compile import compile
     from ..engine.predictor import Predictor
@@ -341,7 +342,7 @@ def compress_session(
         row = {"neuron": k, "teacher_params": int(tch.params(k)), "compact_params": compact.num_parameters(),
                "compact_filters": list(compact.nums_filters), "published_params": tch.published.get(k),
                "r_teacher_test": _pearson(pred, teacher_test[:, i]), "r_test": None,
-               "r_teacher_model_test": None, "r2er_test": None}
+               "r_teacher_model_test": None, "r2er_test": None, "r2er_teacher_test": None}
         if same_images:
             resp = session_data.responses[k, session_data.test_indices]
             row["r_test"] = _pearson(pred, resp)
@@ -349,6 +350,7 @@ def compress_session(
             if session_data.raw is not None:
                 raw = session_data.raw[k:k + 1, session_data.test_indices]
                 row["r2er_test"] = float(noise_corrected_r2(raw, pred[None])[0])
+                row["r2er_teacher_test"] = float(noise_corrected_r2(raw, teacher_test[None, :, i].astype(np.float64))[0])
         row = {key: _to_jsonable(v) for key, v in row.items()}
         with atomic_path(done) as tmp:
             tmp.write_text(json.dumps(row, indent=1))
