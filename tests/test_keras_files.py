@@ -31,6 +31,10 @@ def test_shared_model_layout_and_exact_single_outputs(v4):
             assert isinstance(one, cc.CompactModel) and one.num_outputs == 1
             np.testing.assert_allclose(one(x).numpy(), y[:, k].numpy(), rtol=1e-10, atol=1e-10)
     assert "tensorflow" not in sys.modules and "keras" not in sys.modules
+    with pytest.raises(ValueError, match="not saved; save single_output"):
+        model.save("unused.safetensors")
+    with pytest.raises(ValueError, match="output 219 out of range"):
+        model.single_output(219)
 
 
 def test_shared_model_predicts_its_own_session(v4):

@@ -56,6 +56,10 @@ class SharedCompactModel(CompactModel):
         m = self.mixing(self.features(x))                       # (N, K, 28, 28)
         return (m * self.spatial).sum((2, 3)) + self.spatial_bias
 
+    def save(self, path) -> None:
+        raise ValueError("a SharedCompactModel is read from its .keras file and not saved; save "
+                         "single_output(k) (a CompactModel) or a teacher built on it instead")
+
     def single_output(self, k: int) -> CompactModel:
         """Output ``k`` as an exact per-neuron :class:`CompactModel` (the readout made dense)."""
         if not 0 <= k < self.num_outputs:
