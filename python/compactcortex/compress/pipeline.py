@@ -158,7 +158,7 @@ def resolve_teacher_backbone(backbone: str | None, root: Path) -> Path | None:
     """The trunk ``--teacher fit`` builds on: ``"auto"`` finds the shared compact model with
     :data:`DEFAULT_BACKBONE_FILTERS` filters under ``root`` (None where there is none: a teacher
     from scratch), ``"none"``/None means from scratch, ``"shared_compact_<N>"`` or a path name one."""
-    from ..models.keras_files import shared_model_path
+    from ..models.keras_files import shared_model_filters, shared_model_path
 
     if backbone is None or backbone == "none":
         return None
@@ -167,8 +167,8 @@ def resolve_teacher_backbone(backbone: str | None, root: Path) -> Path | None:
             return shared_model_path(root, DEFAULT_BACKBONE_FILTERS)
         except ValueError:
             return None
-    if backbone.startswith("shared_compact_") and backbone.removeprefix("shared_compact_").isdigit():
-        return shared_model_path(root, int(backbone.removeprefix("shared_compact_")))
+    if (filters := shared_model_filters(backbone)) is not None:
+        return shared_model_path(root, filters)
     if not Path(backbone).is_file():
         raise ValueError(f"--backbone {backbone!r}: not 'auto', 'none', 'shared_compact_<N>' or an existing .keras file")
     return Path(backbone)
@@ -263,7 +263,7 @@ def compress_session(
     from ..engine.compile import compile
     from ..engine.predictor import Predictor
     from ..engine.predictor import default_threads
-    from ..fit.distill import distill_population
+    from ..fit.distill import distill_population, population_pool
     from ..metrics import noise_corrected_r2
 
     t0 = time.perf_counter()
@@ -315,12 +315,8 @@ def compress_session(
 
     pool = None
     if tch.kind != "published":  # a fitted teacher runs in PyTorch: re-train on stage 1's labelled pool
-        from ..fit.distill import ImageStream, TargetPool
-
-        # The pool distill_population labelled (same images; targets read from its cache).
-        pool = TargetPool(ImageStream(fit, 64, recipe.procedural_fraction, recipe.seed), tch.population, None,
-                          recipe.pool_size, recipe.batch, recipe.seed, work / f"population_{tag}.ckpt.targets.npy",
-                          progress)
+        pool = population_pool(tch.population, None, fit, recipe.pool_size, recipe.batch, recipe.procedural_fraction,
+                               recipe.seed, work / f"population_{tag}.ckpt", progress)
     rows = []
     bar = tqdm(chosen, desc=f"compress {session}", unit="neuron", disable=not progress)
     for i, k in enumerate(bar):

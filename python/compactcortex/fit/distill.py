@@ -245,6 +245,17 @@ def distill(
     return student
 
 
+def population_pool(teacher: Teacher, neurons: Neurons, images: np.ndarray | None, pool_size: int, batch: int,
+                    procedural_fraction: float = 0.5, seed: int = 0, checkpoint: str | Path | None = None,
+                    progress: bool = True) -> TargetPool:
+    """The :class:`TargetPool` that :func:`distill_population` trains on, for the same arguments:
+    with its ``checkpoint``, the targets are read back from ``<checkpoint>.targets.npy`` (the
+    teacher does not run again), e.g. to re-train per-neuron models on the same labelled images."""
+    stream = ImageStream(images, 64, procedural_fraction, seed)
+    cache = None if checkpoint is None else Path(str(checkpoint) + ".targets.npy")
+    return TargetPool(stream, teacher, neurons, pool_size, batch, seed, cache, progress)
+
+
 def distill_population(
     teacher: Teacher,
     neurons: Sequence[int] | None,
@@ -274,9 +285,7 @@ def distill_population(
         The student with K outputs, in eval mode, in the teacher's response units.
     """
     torch.manual_seed(seed)
-    stream = ImageStream(images, 64, procedural_fraction, seed)
-    cache = None if checkpoint is None else Path(str(checkpoint) + ".targets.npy")
-    pool = TargetPool(stream, teacher, neurons, pool_size, batch, seed, cache, progress)
+    pool = population_pool(teacher, neurons, images, pool_size, batch, procedural_fraction, seed, checkpoint, progress)
     student = CompactModel(nums_filters, outputs=pool.targets.shape[1])
     info = fine_tune(student, None, None, pool, steps, lr, checkpoint, desc=f"distil {student.num_outputs} neurons",
                      progress=progress, init_bias=True, backend=backend, callback=callback,

@@ -15,9 +15,8 @@ from tqdm import tqdm
 
 from .._atomic import atomic_path
 from ..data.session import Session
-from ..models.compact import CompactModel
 from ..models.teacher import Ensemble, TeacherCNN, to_tensor
-from ..models.transfer import TransferTeacher
+from ..models.transfer import TransferTeacher, empty_trunk
 from .loop import TrainConfig, train
 
 __all__ = ["fit_teacher", "save_teacher", "load_teacher"]
@@ -118,9 +117,8 @@ def load_teacher(path: str | Path) -> Ensemble | TransferTeacher:
         if meta["format"] == FORMAT:
             teacher = Ensemble([TeacherCNN(n) for _ in range(members)])
         else:
-            trunk = CompactModel(json.loads(meta["nums_filters"]), bn_eps=json.loads(meta["bn_eps"]))
-            del trunk.readout
-            trunk.to(getattr(torch, meta["trunk_dtype"]))
+            trunk = empty_trunk(json.loads(meta["nums_filters"]), json.loads(meta["bn_eps"]),
+                                getattr(torch, meta["trunk_dtype"]))
             trunk.provenance = json.loads(meta["provenance"])
             teacher = TransferTeacher(trunk, n, members, meta["readout"], int(meta["pool"]))
         teacher.load_state_dict(load_file(str(path)))

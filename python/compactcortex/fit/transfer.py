@@ -5,7 +5,6 @@ fitted on them alone (the trunk never runs again), so fitting takes seconds to m
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -28,15 +27,15 @@ _RIDGE_ALPHAS = np.logspace(-3, 2, 16)
 def resolve_backbone(backbone: str | Path | CompactModel, data_root: str | Path | None = None) -> CompactModel:
     """A trunk from a loaded model, a ``.keras`` path, or a name ``"shared_compact_<N>"`` (the
     shared compact model with N filters in layers 0-2, looked up under ``data_root``)."""
-    from ..models.keras_files import load_keras, shared_model_path
+    from ..models.keras_files import load_keras, shared_model_filters, shared_model_path
 
     if isinstance(backbone, CompactModel):
         return trunk_of(backbone)
-    m = re.fullmatch(r"shared_compact_(\d+)", str(backbone))
-    if m:
+    filters = shared_model_filters(backbone)
+    if filters is not None:
         if data_root is None:
             raise ValueError(f"backbone {backbone!r} is looked up in a data root; pass data_root=")
-        return trunk_of(load_keras(shared_model_path(data_root, int(m.group(1)))))
+        return trunk_of(load_keras(shared_model_path(data_root, filters)))
     return trunk_of(load_keras(backbone))
 
 

@@ -24,7 +24,7 @@ from torch import nn
 from ..constants import MAP_SIZE
 from .compact import KERAS_BN_EPS, CompactModel
 
-__all__ = ["load_keras", "SharedCompactModel", "shared_model_path", "SHARED_MODEL_DIRS"]
+__all__ = ["load_keras", "SharedCompactModel", "shared_model_path", "shared_model_filters", "SHARED_MODEL_DIRS"]
 
 # Layers 0-4 as Keras lays them out: (class, name, kernel, strides); each is followed by a
 # BatchNormalization and a ReLU Activation.
@@ -201,6 +201,12 @@ def load_keras(path: str | Path, dtype: torch.dtype = torch.float32) -> CompactM
 
 # Where the shared compact models sit: the layout of ../shared/data/v4, then that of the authors' repository.
 SHARED_MODEL_DIRS = ("shared_compact_models/from_ensemble_model", "data_shared_compact_models/from_ensemble_model")
+
+
+def shared_model_filters(name: str) -> int | None:
+    """N for a backbone name ``"shared_compact_<N>"``, else None."""
+    m = re.fullmatch(r"shared_compact_(\d+)", str(name))
+    return int(m.group(1)) if m else None
 
 
 def shared_model_path(root: str | Path, filters: int) -> Path:

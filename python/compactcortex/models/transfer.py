@@ -24,23 +24,28 @@ from ..constants import MAP_SIZE
 from .compact import CompactModel
 from .teacher import PopulationPredictions
 
-__all__ = ["TransferTeacher", "trunk_of", "factorised_readout", "READOUTS"]
+__all__ = ["TransferTeacher", "trunk_of", "empty_trunk", "factorised_readout", "READOUTS"]
 
 READOUTS = ("factorised", "ridge")
 
 
-def trunk_of(model: CompactModel) -> CompactModel:
-    """Layers 0-4 of ``model`` (a CompactModel or SharedCompactModel) as a frozen trunk: a
-    CompactModel without readout, used only through ``features``."""
-    trunk = CompactModel(model.nums_filters, model.bn_eps, model.mean)
+def empty_trunk(nums_filters, bn_eps, dtype: torch.dtype = torch.float32, mean=None) -> CompactModel:
+    """A CompactModel's layers 0-4 without readout (used only through ``features``), frozen;
+    its weights are to be loaded."""
+    trunk = CompactModel(nums_filters, bn_eps) if mean is None else CompactModel(nums_filters, bn_eps, mean)
     del trunk.readout
-    state = {n: v for n, v in model.state_dict().items() if n.startswith("layer")}
-    trunk.to(next(model.parameters()).dtype)
-    trunk.load_state_dict(state)
-    trunk.provenance = dict(model.provenance)
+    trunk.to(dtype)
     for p in trunk.parameters():
         p.requires_grad_(False)
     return trunk.eval()
+
+
+def trunk_of(model: CompactModel) -> CompactModel:
+    """Layers 0-4 of ``model`` (a CompactModel or SharedCompactModel) as a frozen trunk."""
+    trunk = empty_trunk(model.nums_filters, model.bn_eps, next(model.parameters()).dtype, model.mean)
+    trunk.load_state_dict({n: v for n, v in model.state_dict().items() if n.startswith("layer")})
+    trunk.provenance = dict(model.provenance)
+    return trunk
 
 
 def factorised_readout(f: torch.Tensor, mask: torch.Tensor, feature_weights: torch.Tensor) -> torch.Tensor:
