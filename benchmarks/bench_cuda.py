@@ -43,29 +43,22 @@ Results: ``benchmarks/results/bench_cuda_latest.json`` and ``bench_cuda_<UTC sta
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import platform
 import random
-import statistics
 import sys
 import time
 import traceback
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS_DIR = REPO / "benchmarks" / "results"
-V4 = REPO / ".." / "shared" / "data" / "v4" / "compact_models"
-DEFAULT_MODEL = V4 / "torch" / "compact_model_190923_neuron0.pt"
-FALLBACK_FILTERS = (48, 60, 3, 3, 3)
-SAMPLE_S = 0.02   # a timed sample lasts about this long
+import common
+from common import Runner
+from compactcortex.bench import random_published_like_model
+
+DEFAULT_MODEL = common.published_model_path(common.DATA, "190923", 0)
 MAX_CALLS = 20    # calls per sample at most
 REF_IMAGES = 64   # population errors are measured on this many images
-PIXEL_STD = 60.0
 
 
 # --------------------------------------------------------------------------------- arguments
@@ -92,7 +85,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="smoke test: batch 64, 128 images, populations 5,33, 3/2 rounds, no torch.compile")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=RESULTS_DIR / "bench_cuda_latest.json", help="JSON result")
+    p.add_argument("--out", type=Path, default=common.RESULTS / "bench_cuda_latest.json", help="JSON result")
     # Checks this script's logic on a machine without a GPU: torch on the CPU, the CPU engine
     # standing in for the CUDA engine, tiny sizes. Its numbers mean nothing.
     p.add_argument("--cpu-dry-run", action="store_true", help=argparse.SUPPRESS)
@@ -109,40 +102,18 @@ def parse_args(argv=None) -> argparse.Namespace:
 # --------------------------------------------------------------------------------- timing
 
 
-class Competitor:
-    """``call()`` runs once and returns the outputs; ``info`` goes to the JSON."""
-
-    def __init__(self, call: Callable[[], Any], **info: Any) -> None:
-        self.call = call
-        self.info = info
-        self.calls = 1
-
-
 def to_numpy(y: Any) -> np.ndarray:
     if hasattr(y, "detach"):
         y = y.detach().float().cpu().numpy()
     return np.asarray(y, np.float64)
 
 
-def max_rel_error(y: np.ndarray, ref: np.ndarray) -> float:
-    return float(np.abs(y - ref).max() / max(float(np.abs(ref).max()), 1e-30))
-
-
-def timed(fn: Callable[[], Any], sync: Callable[[], None], calls: int) -> float:
-    sync()
-    t = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    sync()
-    return (time.perf_counter() - t) / calls
-
-
-def run_setting(name: str, competitors: dict[str, Competitor], reference: np.ndarray, ref_rows: int,
+def run_setting(name: str, competitors: dict[str, Runner], reference: np.ndarray, ref_rows: int,
                 images: int, models: int, rounds: int, sync: Callable[[], None], seed: int,
                 failed: dict[str, str]) -> dict[str, Any]:
     """Check, warm up and time the competitors, interleaved; summarise with medians."""
     print(f"\n== {name}: {images} images x {models} models, {rounds} rounds", flush=True)
-    ready: dict[str, Competitor] = {}
+    ready: dict[str, Runner] = {}
     records: dict[str, dict[str, Any]] = {}
     for cname, comp in competitors.items():
         try:
@@ -150,64 +121,31 @@ def run_setting(name: str, competitors: dict[str, Competitor], reference: np.nda
             y = to_numpy(comp.call())
             sync()
             first = time.perf_counter() - t
-            err = max_rel_error(y.reshape(images, -1)[:ref_rows], reference)
-            one = min(timed(comp.call, sync, 1) for _ in range(2))
-            comp.calls = max(1, min(MAX_CALLS, math.ceil(SAMPLE_S / max(one, 1e-6))))
+            err = common.max_rel_error(y.reshape(images, -1)[:ref_rows], reference)
+            common.warm_up(comp, max_calls=MAX_CALLS, sync=sync)
             records[cname] = {"first_call_s": first, "max_rel_error_vs_float64": err,
                               "calls_per_sample": comp.calls, **comp.info}
             ready[cname] = comp
             print(f"   {cname:24s} ready: first call {first:7.2f} s, error {err:.1e}", flush=True)
         except Exception as e:  # a competitor that fails is reported, not fatal
-            failed[f"{name}/{cname}"] = f"{type(e).__name__}: {e}"
+            failed[f"{name}/{cname}"] = common.error_text(e)
             print(f"   {cname:24s} FAILED: {type(e).__name__}: {str(e)[:300]}", flush=True)
             traceback.print_exc(limit=3)
-    samples: dict[str, list[float]] = {c: [] for c in ready}
-    rng = random.Random(seed)
-    for _ in range(rounds):
-        order = list(ready)
-        rng.shuffle(order)
-        for cname in order:
-            samples[cname].append(timed(ready[cname].call, sync, ready[cname].calls))
-    for cname, s in samples.items():
-        med = statistics.median(s)
+    samples, errors = common.interleaved_rounds(ready, rounds, random.Random(seed), pause_s=0.0, sync=sync)
+    failed.update({f"{name}/{cname}": e for cname, e in errors.items()})
+    median_s = common.medians(samples)
+    for cname, med in median_s.items():
         records[cname].update({
             "median_s": med, "images_per_s": images / med, "predictions_per_s": images * models / med,
-            "ms_per_call": med * 1e3, "samples_s": s})
+            "ms_per_call": med * 1e3, "samples_s": samples[cname]})
     ratios = {}
-    if "engine" in records and "median_s" in records["engine"]:
-        for cname, r in records.items():
-            if cname != "engine" and "median_s" in r:
-                ratios[f"engine_vs_{cname}"] = r["median_s"] / records["engine"]["median_s"]
+    if "engine" in median_s:
+        ratios = {f"engine_vs_{c}": r for c, r in common.ratios_to(median_s, "engine").items() if c != "engine"}
     return {"name": name, "images": images, "models": models, "rounds": rounds,
             "competitors": records, "ratios": ratios}
 
 
 # --------------------------------------------------------------------------------- models
-
-
-def population_filters(count: int, seed: int) -> tuple[list[tuple[int, ...]], str]:
-    """Filter counts drawn (with replacement) from the published models, or a fallback."""
-    files = sorted((V4 / "nums_filters").glob("*.npy"))
-    rng = np.random.default_rng(seed)
-    if files:
-        rows = [tuple(int(v) for v in np.load(f)) for f in files]
-        picks = rng.integers(0, len(rows), count)
-        return [rows[i] for i in picks], f"drawn from {len(rows)} published nums_filters files"
-    # Fallback: ranges of the published models (n0 15-58, n1 3-77 (median 56), n2-n4 mostly 3-14).
-    out = [(int(rng.integers(30, 59)), int(rng.integers(10, 78)), int(rng.choice([3, 3, 3, 4, 7])),
-            int(rng.integers(3, 15)), int(rng.choice([3, 3, 3, 4, 11]))) for _ in range(count)]
-    return out, "random published-like ranges (published nums_filters files not found)"
-
-
-def single_model(torch, path: Path):
-    import compactcortex as cc
-    from compactcortex.bench import random_published_like_model
-
-    if path.is_file():
-        model = cc.load_published(path, dtype=torch.float32)
-        return model, {"source": "published", "path": str(path.resolve())}
-    return random_published_like_model(FALLBACK_FILTERS, seed=0).float(), {
-        "source": "random", "note": f"{path} not found: random CompactModel{FALLBACK_FILTERS}"}
 
 
 def grouped_network(torch, plans, device):
@@ -302,88 +240,88 @@ def main(argv=None) -> int:
                 return fn()
         return call
 
-    # ---- one model: batch 1 and batch B
-    model, model_info = single_model(torch, args.model)
-    plan = cc.compile(model)
-    model_info["filters"] = list(plan.nums_filters)
-    model_info["macs_per_image"] = plan.macs_per_image()
-    model = model.to(device).eval()
-    model64 = single_model(torch, args.model)[0].double().to(device).eval()
-    compiled = None
-    if not args.no_compile:
-        compiled = torch.compile(model)
-    for batch in (1, args.batch):
-        x = torch.from_numpy(rng.normal(0, PIXEL_STD, (batch, 3, 112, 112)).astype(np.float32)).to(device)
+    def single(batch: int) -> dict[str, Any]:
+        """One model at batch ``batch``: the engine (and its variants) against PyTorch."""
+        x = torch.from_numpy(common.random_images(rng, batch, nchw=True)).to(device)
         with torch.inference_mode():
             ref = to_numpy(model64(x.double())).reshape(batch, 1)
         out = None if dry else torch.empty(batch, device=device)
-        comps: dict[str, Competitor] = {}
+        comps: dict[str, Runner] = {}
         try:
             run = engine(plan)
-            comps["engine"] = Competitor(lambda: run(x, out) if not dry else run(x), workspace_mb=args.workspace_mb)
+            comps["engine"] = Runner(lambda: run(x, out) if not dry else run(x), info={"workspace_mb": args.workspace_mb})
             if not dry:
                 run_c = engine(plan, checked=True)
-                comps["engine_checked"] = Competitor(lambda: run_c(x, out), check_finite=True)
+                comps["engine_checked"] = Runner(lambda: run_c(x, out), info={"check_finite": True})
                 if batch > 1:
                     for ws in (64, 1024):
                         r = engine(plan, workspace_mb=ws)
-                        comps[f"engine_ws{ws}"] = Competitor(lambda r=r: r(x, out), workspace_mb=ws)
+                        comps[f"engine_ws{ws}"] = Runner(lambda r=r: r(x, out), info={"workspace_mb": ws})
         except Exception as e:
-            failed[f"single_b{batch}/engine"] = f"{type(e).__name__}: {e}"
-        comps["torch_eager"] = Competitor(inference(lambda: model(x)), tf32=False)
+            failed[f"single_b{batch}/engine"] = common.error_text(e)
+        comps["torch_eager"] = Runner(inference(lambda: model(x)), info={"tf32": False})
         if not args.no_tf32 and not dry:
-            comps["torch_eager_tf32"] = Competitor(with_tf32(inference(lambda: model(x))), tf32=True)
+            comps["torch_eager_tf32"] = Runner(with_tf32(inference(lambda: model(x))), info={"tf32": True})
         if compiled is not None:
-            comps["torch_compile"] = Competitor(inference(lambda: compiled(x)), mode="default", tf32=False)
-        settings.append(run_setting(f"single_b{batch}", comps, ref, batch, batch, 1, args.rounds, sync,
-                                    args.seed, failed))
-        settings[-1]["model"] = model_info
-        write(args, status, settings, failed, final=False)
-        del x
+            comps["torch_compile"] = Runner(inference(lambda: compiled(x)), info={"mode": "default", "tf32": False})
+        s = run_setting(f"single_b{batch}", comps, ref, batch, batch, 1, args.rounds, sync, args.seed, failed)
+        s["model"] = model_info
+        return s
 
-    # ---- populations
-    for count in args.population_sizes:
-        filters, how = population_filters(count, args.seed + count)
-        from compactcortex.bench import random_published_like_model
-
+    def population(count: int) -> dict[str, Any]:
+        """``count`` random published-like models on ``--images`` images."""
+        filters, how = common.published_like_filters(count, args.seed + count)
         models = [random_published_like_model(f, seed=i).float() for i, f in enumerate(filters)]
         plans = [cc.compile(m) for m in models]
         models = [m.to(device).eval() for m in models]
         n = args.images
-        x = torch.from_numpy(rng.normal(0, PIXEL_STD, (n, 3, 112, 112)).astype(np.float32)).to(device)
+        x = torch.from_numpy(common.random_images(rng, n, nchw=True)).to(device)
         rows = min(REF_IMAGES, n)
         with torch.inference_mode():
             xr = x[:rows].double()
             ref = np.stack([to_numpy(m.double()(xr)) for m in models], axis=1)
             models = [m.float() for m in models]
-        comps = {}
+        comps: dict[str, Runner] = {}
         try:
             run = engine(plans, single=False)
             out = None if dry else torch.empty((n, count), device=device)
-            comps["engine"] = Competitor(lambda: run(x, out) if not dry else run(x), workspace_mb=args.workspace_mb)
+            comps["engine"] = Runner(lambda: run(x, out) if not dry else run(x), info={"workspace_mb": args.workspace_mb})
         except Exception as e:
-            failed[f"population_{count}/engine"] = f"{type(e).__name__}: {e}"
+            failed[f"population_{count}/engine"] = common.error_text(e)
 
         def loop():
             return torch.stack([m(x) for m in models], dim=1)
 
-        comps["torch_loop"] = Competitor(inference(loop), tf32=False)
+        comps["torch_loop"] = Runner(inference(loop), info={"tf32": False})
         fwd, chunk, mx = grouped_network(torch, plans, device)
 
         def grouped(f=fwd):
             return torch.cat([f(x[i:i + chunk]) for i in range(0, n, chunk)], dim=0)
 
-        comps["torch_grouped"] = Competitor(inference(grouped), tf32=False, image_chunk=chunk, padded_filters=mx)
+        comps["torch_grouped"] = Runner(inference(grouped), info={"tf32": False, "image_chunk": chunk,
+                                                                 "padded_filters": mx})
         if args.compile_population and not args.no_compile:
             cf = torch.compile(fwd)
-            comps["torch_compile_grouped"] = Competitor(inference(lambda: grouped(cf)), mode="default")
+            comps["torch_compile_grouped"] = Runner(inference(lambda: grouped(cf)), info={"mode": "default"})
         s = run_setting(f"population_{count}", comps, ref, rows, n, count, args.population_rounds, sync,
                         args.seed, failed)
         s["filters"] = {"how": how, "total_macs_per_image": int(sum(p.macs_per_image() for p in plans)),
                         "list": [list(f) for f in filters]}
-        settings.append(s)
+        return s
+
+    model, model_info = common.model_or_random(args.model)
+    plan = cc.compile(model)
+    model_info["macs_per_image"] = plan.macs_per_image()
+    model = model.to(device).eval()
+    model64 = common.model_or_random(args.model)[0].double().to(device).eval()
+    compiled = None if args.no_compile else torch.compile(model)
+    # Each setting's tensors live in its function, so they are freed before the next one.
+    for batch in (1, args.batch):
+        settings.append(single(batch))
         write(args, status, settings, failed, final=False)
-        del x, models, comps
+    for count in args.population_sizes:
+        settings.append(population(count))
+        write(args, status, settings, failed, final=False)
         if not dry:
             torch.cuda.empty_cache()
 
@@ -395,34 +333,26 @@ def write(args, status: str, settings: list, failed: dict, final: bool) -> None:
     """Write the results so far (atomically): after every setting, so a run cut short keeps them."""
     import torch
 
-    from compactcortex._atomic import atomic_path
-
     dry = args.cpu_dry_run
-    machine = {
-        "python": platform.python_version(), "platform": platform.platform(),
-        "torch": torch.__version__, "torch_cuda": getattr(torch.version, "cuda", None),
-        "cudnn": torch.backends.cudnn.version() if not dry else None,
-        "gpu": torch.cuda.get_device_name(0) if not dry else None,
-        "compactcortex_cuda_status": status,
-    }
+    machine = common.machine_info(
+        torch_cuda=getattr(torch.version, "cuda", None),
+        cudnn=torch.backends.cudnn.version() if not dry else None,
+        gpu=torch.cuda.get_device_name(0) if not dry else None,
+        compactcortex_cuda_status=status)
     result = {
-        "benchmark": "bench_cuda", "dry_run": dry,
-        "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine, "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "benchmark": "bench_cuda", "dry_run": dry, "time_utc": common.utc_now(),
+        "machine": machine, "args": common.args_dict(args),
         "settings": settings, "failed": failed, "complete": final,
     }
-    text = json.dumps(result, indent=1)
     targets = [args.out]
     if final:
         print("\n" + format_table(settings))
         if failed:
             print("\nFailed competitors:\n" + "\n".join(f"  {k}: {v[:300]}" for k, v in failed.items()))
-        if args.out == RESULTS_DIR / "bench_cuda_latest.json" and not dry:
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-            targets.append(RESULTS_DIR / f"bench_cuda_{stamp}.json")
+        if args.out == common.RESULTS / "bench_cuda_latest.json" and not dry:
+            targets.append(common.RESULTS / f"bench_cuda_{common.utc_stamp()}.json")
     for target in targets:
-        with atomic_path(target) as tmp:
-            tmp.write_text(text)
+        common.write_json(target, result)
     if final:
         print(f"JSON: {', '.join(str(t) for t in targets)}")
 

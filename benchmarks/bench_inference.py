@@ -33,21 +33,12 @@ Results go to ``benchmarks/results/bench_inference_<UTC timestamp>.json`` and
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
-import io
-import json
-import logging
-import math
-import os
-import platform
 import random
 import statistics
 import tempfile
 import time
-import warnings
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -55,24 +46,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import common
 import compactcortex as cc
+from common import Runner
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = REPO / ".." / "shared/data/v4/compact_models/torch/compact_model_190923_neuron0.pt"
-RESULTS_DIR = REPO / "benchmarks" / "results"
-FALLBACK_FILTERS = (48, 60, 3, 3, 3)
-IMAGE = 112
-PIXEL_STD = 60.0  # spread of the random recentred pixels
-MATMUL_N = 1024
-# Idle gap before each timed sample, so that threads of the previous competitor that spin-wait
-# after their call (OpenMP, ONNX Runtime) do not eat into the next competitor's time.
-PAUSE_S = 0.01
-WARMUP_MIN_CALLS = 2
-WARMUP_MIN_S = 0.2
-# A timed sample is the mean of enough consecutive calls to last about SAMPLE_S (at most
-# MAX_CALLS calls), so that fast calls (batch 1) are not dominated by timer noise.
-SAMPLE_S = 0.02
-MAX_CALLS = 10
+DEFAULT_MODEL = common.published_model_path(common.DATA, "190923", 0)
 MIN_ROUNDS = 3  # with --seconds, and with --quick
 QUICK_BATCHES = [1, 8]
 
@@ -99,82 +77,14 @@ class Bench:
     onnx_error: str | None
 
 
-@dataclass
-class Runner:
-    """A competitor bound to one batch and thread count: ``call()`` runs it once on that batch."""
-
-    call: Callable[[], Any]
-    output: Callable[[], np.ndarray]  # the outputs (N,) of the last call
-    info: dict[str, Any] = field(default_factory=dict)
-    calls: int = 1  # calls per timed sample, set from the warm-up
-
-
-# --- model and inputs -------------------------------------------------------------------------
-
-
-def load_model(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The published model at ``path``, or a random model with the same filters if it is absent."""
-    if path.is_file():
-        model = cc.load_published(path, dtype=torch.float32)
-        return model, {"path": str(path.resolve()), "source": "published", "filters": list(model.nums_filters)}
-    model = random_model(FALLBACK_FILTERS)
-    note = f"{path} not found: using a random CompactModel{FALLBACK_FILTERS} with random batchnorm statistics"
-    return model, {"path": None, "source": "random", "filters": list(FALLBACK_FILTERS), "note": note}
-
-
-def random_model(filters: tuple[int, ...], seed: int = 0) -> torch.nn.Module:
-    """A random CompactModel with random, non-degenerate batchnorm statistics.
-
-    The statistics are those of random images (so activations neither vanish nor explode), then
-    scaled by random factors; the batchnorm scales and shifts are random too.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    model = cc.CompactModel(filters)
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for norm in norms:
-        norm.momentum = None  # cumulative average: the statistics of the calibration batch
-    with torch.no_grad():
-        model.train()(torch.randn(8, 3, IMAGE, IMAGE, generator=gen) * PIXEL_STD)
-        for norm in norms:
-            c = norm.num_features
-            norm.running_var.mul_(torch.rand(c, generator=gen) * 1.5 + 0.5)
-            norm.weight.copy_(torch.rand(c, generator=gen) + 0.5)
-            norm.bias.copy_(torch.randn(c, generator=gen) * 0.2)
-    return model.eval()
-
-
 def make_batch(model: torch.nn.Module, n: int, seed: int) -> Batch:
     """Random recentred images (normal, std 60) from ``seed`` and the float64 model's outputs."""
-    rng = np.random.default_rng(seed)
-    nhwc = rng.normal(0.0, PIXEL_STD, (n, IMAGE, IMAGE, 3)).astype(np.float32)
+    nhwc = common.random_images(np.random.default_rng(seed), n)
     nchw = np.ascontiguousarray(nhwc.transpose(0, 3, 1, 2))
     model64 = copy.deepcopy(model).double()
     with torch.inference_mode():
         reference = model64(torch.from_numpy(nchw).double()).numpy()
     return Batch(nhwc, nchw, torch.from_numpy(nchw), reference)
-
-
-def export_onnx(model: torch.nn.Module, folder: Path) -> tuple[Path | None, str | None, dict[str, Any]]:
-    """Export to ONNX with a dynamic batch axis: the dynamo exporter, else the TorchScript one."""
-    path = folder / "compact_model.onnx"
-    example = (torch.zeros(2, 3, IMAGE, IMAGE),)
-    axes = {"x": {0: "batch"}, "y": {0: "batch"}}
-    errors: dict[str, str] = {}
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    for dynamo in (True, False):
-        exporter = "dynamo" if dynamo else "torchscript"
-        t0 = time.perf_counter()
-        try:
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-                warnings.simplefilter("ignore")
-                torch.onnx.export(model, example, str(path), input_names=["x"], output_names=["y"],
-                                  dynamic_axes=axes, dynamo=dynamo)
-        except Exception as e:  # noqa: BLE001 - any exporter failure is reported, then the next one tried
-            errors[exporter] = f"{type(e).__name__}: {e}"
-            continue
-        return path, None, {"exporter": exporter, "seconds": time.perf_counter() - t0, "errors": errors}
-    return None, "; ".join(f"{k}: {v}" for k, v in errors.items()), {"exporter": None, "errors": errors}
 
 
 # --- competitors: each builder takes (bench, batch, threads) and returns a Runner --------------
@@ -283,48 +193,7 @@ BUILDERS: dict[str, Callable[[Bench, Batch, int], Runner]] = {
 }
 
 
-def matmul_runner(threads: int) -> Runner:
-    """``torch.mm`` of two fixed 1024x1024 float32 matrices."""
-    gen = torch.Generator().manual_seed(0)
-    a = torch.randn(MATMUL_N, MATMUL_N, generator=gen)
-    b = torch.randn(MATMUL_N, MATMUL_N, generator=gen)
-    out = torch.empty(MATMUL_N, MATMUL_N)
-
-    torch.set_num_threads(threads)
-    return Runner(lambda: torch.mm(a, b, out=out), lambda: out.numpy())
-
-
-# --- timing -----------------------------------------------------------------------------------
-
-
-def error_text(e: BaseException) -> str:
-    return f"{type(e).__name__}: {e}"[:2000]
-
-
-def max_rel_error(output: np.ndarray, reference: np.ndarray) -> float:
-    """max |output - reference| / max |reference|."""
-    out = np.asarray(output, dtype=np.float64).reshape(-1)
-    return float(np.max(np.abs(out - reference)) / np.max(np.abs(reference)))
-
-
-def warm_up(runner: Runner) -> None:
-    """Call at least WARMUP_MIN_CALLS times and WARMUP_MIN_S seconds; set ``runner.calls``."""
-    t0 = time.perf_counter()
-    calls = 0
-    while calls < WARMUP_MIN_CALLS or time.perf_counter() - t0 < WARMUP_MIN_S:
-        runner.call()
-        calls += 1
-    per_call = (time.perf_counter() - t0) / calls
-    runner.calls = max(1, min(MAX_CALLS, math.ceil(SAMPLE_S / per_call)))
-
-
-def time_sample(runner: Runner) -> float:
-    """Mean wall seconds per call over ``runner.calls`` consecutive calls, after a short idle pause."""
-    time.sleep(PAUSE_S)
-    t0 = time.perf_counter()
-    for _ in range(runner.calls):
-        runner.call()
-    return (time.perf_counter() - t0) / runner.calls
+# --- one setting ------------------------------------------------------------------------------
 
 
 def prepare(bench: Bench, batch: Batch, threads: int, names: list[str], global_errors: dict[str, str],
@@ -340,10 +209,10 @@ def prepare(bench: Bench, batch: Batch, threads: int, names: list[str], global_e
         try:
             runner = BUILDERS[name](bench, batch, threads)
             runner.call()
-            error = max_rel_error(runner.output(), batch.reference)
-            warm_up(runner)
+            error = common.max_rel_error(runner.output(), batch.reference)
+            common.warm_up(runner)
         except Exception as e:  # noqa: BLE001 - one failing competitor must not stop the others
-            records[name] = {"error": error_text(e)}
+            records[name] = {"error": common.error_text(e)}
             continue
         runners[name] = runner
         records[name] = {"max_rel_error": error, "setup_s": time.perf_counter() - t0,
@@ -351,56 +220,27 @@ def prepare(bench: Bench, batch: Batch, threads: int, names: list[str], global_e
     return runners, records
 
 
-def run_rounds(runners: dict[str, Runner], rounds: int | None, seconds: float | None,
-               rng: random.Random, desc: str) -> tuple[dict[str, list[float]], dict[str, str]]:
-    """Interleaved rounds: each round times every runner once, in a freshly shuffled order."""
-    samples: dict[str, list[float]] = {name: [] for name in runners}
-    failed: dict[str, str] = {}
-    deadline = None if seconds is None else time.perf_counter() + seconds
-    with tqdm(total=rounds, desc=desc, unit="round", leave=False) as bar:
-        done = 0
-        while _more_rounds(done, rounds, deadline):
-            order = [name for name in runners if name not in failed]
-            rng.shuffle(order)
-            for name in order:
-                try:
-                    samples[name].append(time_sample(runners[name]))
-                except Exception as e:  # noqa: BLE001 - drop the competitor, keep timing the rest
-                    failed[name] = error_text(e)
-            done += 1
-            bar.update()
-    return samples, failed
-
-
-def _more_rounds(done: int, rounds: int | None, deadline: float | None) -> bool:
-    if deadline is not None:
-        return done < MIN_ROUNDS or time.perf_counter() < deadline
-    return done < rounds
-
-
-# --- one setting ------------------------------------------------------------------------------
-
-
 def run_setting(bench: Bench, batch: Batch, threads: int, names: list[str], global_errors: dict[str, str],
                 args: argparse.Namespace, rng: random.Random) -> dict[str, Any]:
     """Prepare, time and summarise every competitor at one (threads, batch size)."""
     n = len(batch.nhwc)
     runners, records = prepare(bench, batch, threads, names, global_errors)
-    matmul = matmul_runner(threads)
-    warm_up(matmul)
+    matmul = common.matmul_runner(threads)
+    common.warm_up(matmul)
     rounds = None if args.seconds is not None else (args.rounds or default_rounds(n))
-    samples, failed = run_rounds({**runners, "matmul": matmul}, rounds, args.seconds, rng,
-                                 desc=f"threads={threads} batch={n}")
+    with tqdm(total=rounds, desc=f"threads={threads} batch={n}", unit="round", leave=False) as bar:
+        samples, failed = common.interleaved_rounds({**runners, "matmul": matmul}, rounds, rng, seconds=args.seconds,
+                                                    min_rounds=MIN_ROUNDS, on_round=lambda _: bar.update())
     matmul_samples = samples.pop("matmul")
-    matmul_flops = 2 * MATMUL_N**3 / statistics.median(matmul_samples)
+    matmul_flops = common.matmul_flops(statistics.median(matmul_samples))
     for name, error in failed.items():
         records[name]["error"] = error
-    summarise(records, samples, failed, n, matmul_flops, 2 * bench.plan.macs_per_image())
+    summarise(records, samples, n, matmul_flops, 2 * bench.plan.macs_per_image())
     return {
         "threads": threads,
         "batch": n,
         "rounds": len(matmul_samples),
-        "matmul": {"op": f"torch.mm {MATMUL_N}x{MATMUL_N} float32", "calls_per_sample": matmul.calls,
+        "matmul": {"op": f"torch.mm {common.MATMUL_N}x{common.MATMUL_N} float32", "calls_per_sample": matmul.calls,
                    "samples_s_per_call": matmul_samples,
                    "gflops_median": matmul_flops / 1e9},
         "competitors": records,
@@ -411,62 +251,34 @@ def default_rounds(batch: int) -> int:
     return 30 if batch <= 4 else 7
 
 
-def summarise(records: dict[str, dict[str, Any]], samples: dict[str, list[float]], failed: dict[str, str],
-              batch: int, matmul_flops: float, flops_per_image: float) -> None:
+def summarise(records: dict[str, dict[str, Any]], samples: dict[str, list[float]], batch: int,
+              matmul_flops: float, flops_per_image: float) -> None:
     """Add medians, images/s, engine ratio and matmul fraction to ``records`` in place."""
-    speed: dict[str, float] = {}
-    for name, times in samples.items():
-        if name in failed or not times:
-            continue
-        median = statistics.median(times)
-        speed[name] = batch / median
+    median_s = common.medians(samples)
+    engine_ratio = common.ratios_to(median_s, "engine") if "engine" in median_s else {}
+    for name, median in median_s.items():
+        images_per_s = batch / median
         records[name].update(
-            samples_s_per_call=times,
+            samples_s_per_call=samples[name],
             median_ms_per_image=1e3 * median / batch,
-            images_per_s=speed[name],
-            fraction_of_matmul=flops_per_image * speed[name] / matmul_flops,
+            images_per_s=images_per_s,
+            fraction_of_matmul=flops_per_image * images_per_s / matmul_flops,
+            engine_ratio=engine_ratio.get(name),
         )
-    for name, images_per_s in speed.items():
-        records[name]["engine_ratio"] = speed["engine"] / images_per_s if "engine" in speed else None
 
 
 # --- report -----------------------------------------------------------------------------------
 
 
 def machine_info(isa: str, load_before: list[float] | None) -> dict[str, Any]:
-    """Platform, CPU, package versions, and the 1/5/15-minute load averages before and after the run."""
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "compactcortex": cc.__version__,
-        "torch": torch.__version__,
-        "engine_isa": isa,
-        "loadavg_before": load_before,
-        "loadavg_after": load_average(),
-    }
+    """The shared machine description, the engine's ISA, peer versions, and the load averages."""
+    info = common.machine_info(engine_isa=isa, loadavg_before=load_before, loadavg_after=common.load_average())
     for package in ("onnxruntime", "openvino"):
         try:
             info[package] = __import__(package).__version__
         except Exception as e:  # noqa: BLE001 - missing or broken package
-            info[package] = f"unavailable ({error_text(e)})"
+            info[package] = f"unavailable ({common.error_text(e)})"
     return info
-
-
-def load_average() -> list[float] | None:
-    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-
-
-def cpu_model() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
 
 
 def format_table(settings: list[dict[str, Any]]) -> str:
@@ -486,17 +298,11 @@ def format_table(settings: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_json(result: dict[str, Any], stamp: str) -> Path:
+def write_results(result: dict[str, Any], stamp: str) -> Path:
     """Write to a timestamped file and to ``..._latest.json``, each atomically."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(result, indent=1)
-    path = RESULTS_DIR / f"bench_inference_{stamp}.json"
-    for target in (path, RESULTS_DIR / "bench_inference_latest.json"):
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=RESULTS_DIR)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
+    path = common.RESULTS / f"bench_inference_{stamp}.json"
+    for target in (path, common.RESULTS / "bench_inference_latest.json"):
+        common.write_json(target, result)
     return path
 
 
@@ -509,7 +315,7 @@ def package_errors(names: list[str]) -> dict[str, str]:
             try:
                 __import__(packages[name])
             except Exception as e:  # noqa: BLE001 - a missing or broken package skips the competitor
-                errors[name] = error_text(e)
+                errors[name] = common.error_text(e)
     return errors
 
 
@@ -552,9 +358,9 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    load_before = load_average()
-    model, model_info = load_model(args.model or DEFAULT_MODEL)
+    stamp = common.utc_stamp()
+    load_before = common.load_average()
+    model, model_info = common.model_or_random(args.model or DEFAULT_MODEL)
     if "note" in model_info:
         print(f"NOTE: {model_info['note']}")
     plan = cc.compile(model)
@@ -564,7 +370,7 @@ def main() -> None:
     rng = random.Random(args.seed)
     settings: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as folder:
-        onnx_path, onnx_error, onnx_info = export_onnx(model, Path(folder))
+        onnx_path, onnx_error, onnx_info = common.export_onnx(model, Path(folder))
         bench = Bench(model, plan, onnx_path, onnx_error)
         global_errors = package_errors(names)
         batches = {n: make_batch(model, n, args.seed) for n in args.batches}
@@ -577,8 +383,8 @@ def main() -> None:
         "machine": machine_info(isa, load_before),
         "model": model_info,
         "config": {"batches": args.batches, "threads": args.threads, "rounds": args.rounds,
-                   "seconds": args.seconds, "quick": args.quick, "seed": args.seed, "pause_s": PAUSE_S,
-                   "pixel_std": PIXEL_STD, "competitors": names},
+                   "seconds": args.seconds, "quick": args.quick, "seed": args.seed, "pause_s": common.PAUSE_S,
+                   "pixel_std": common.PIXEL_STD, "competitors": names},
         "onnx_export": onnx_info,
         "package_errors": global_errors,
         "settings": settings,
@@ -586,7 +392,7 @@ def main() -> None:
     print(format_table(settings))
     print(f"model: {model_info['path'] or model_info['note']}, {plan.macs_per_image() / 1e6:.1f}M MACs/image, "
           f"engine isa {result['machine']['engine_isa']}")
-    print(f"JSON: {write_json(result, stamp)}")
+    print(f"JSON: {write_results(result, stamp)}")
 
 
 if __name__ == "__main__":

@@ -22,12 +22,9 @@ PyTorch eager is slow (~20 ms per image and model here); at 512 images it is ski
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import random
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
@@ -35,29 +32,24 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_inference as bi  # noqa: E402  (shared helpers: ONNX export, runners, timing)
+import common
+import compactcortex as cc
+from common import Runner
+from compactcortex.bench import random_published_like_model
 
-import compactcortex as cc  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / ".." / "shared" / "data" / "v4"
+POPULATION = 33  # models of one recorded session
 
 
 def load_models(session: str) -> tuple[list[torch.nn.Module], str]:
     try:
-        return cc.load_published_session(DATA, session), f"published models of session {session}"
+        return cc.load_published_session(common.DATA, session), f"published models of session {session}"
     except ValueError:
-        rng = np.random.default_rng(0)
-        filters = [(int(rng.integers(15, 59)), int(rng.integers(3, 78)), int(rng.integers(3, 75)),
-                    int(rng.integers(3, 47)), int(rng.integers(3, 12))) for _ in range(33)]
-        from compactcortex.bench import random_published_like_model
-
+        filters, _ = common.published_like_filters(POPULATION, 0)
         return [random_published_like_model(f, seed=i) for i, f in enumerate(filters)], \
-            "33 random models with published-range filter counts (data absent)"
+            f"{POPULATION} random models with published-range filter counts (data absent)"
 
 
-def build(name: str, models, plans, x_nhwc, x_nchw, threads: int, onnx_paths, chunk: int) -> bi.Runner:
+def build(name: str, models, plans, x_nhwc, x_nchw, threads: int, onnx_paths, chunk: int) -> Runner:
     """One competitor. The per-model peers (OpenVINO, ONNX Runtime) run ``chunk`` images per call:
     each compiled model keeps buffers for its batch shape, and 33 of them at 64+ images do not fit
     in 24 GB (layer 0 alone is 64 x 58 x 112 x 112 floats = 186 MB per model)."""
@@ -66,7 +58,7 @@ def build(name: str, models, plans, x_nhwc, x_nchw, threads: int, onnx_paths, ch
     if name == "population":
         pop = cc.PopulationPredictor(plans, threads=threads)
         out = np.empty((n, m), np.float32)
-        return bi.Runner(lambda: pop.predict(x_nhwc, out=out), lambda: out)
+        return Runner(lambda: pop.predict(x_nhwc, out=out), lambda: out)
     if name == "engine_loop":
         preds = [cc.Predictor(p, threads=threads) for p in plans]
         outs = np.empty((m, n), np.float32)
@@ -74,7 +66,7 @@ def build(name: str, models, plans, x_nhwc, x_nchw, threads: int, onnx_paths, ch
         def call():
             for p, o in zip(preds, outs):
                 p.predict(x_nhwc, out=o)
-        return bi.Runner(call, lambda: outs.T)
+        return Runner(call, lambda: outs.T)
     if name == "torch_eager_loop":
         torch.set_num_threads(threads)
         xt = torch.from_numpy(x_nchw)
@@ -83,7 +75,7 @@ def build(name: str, models, plans, x_nhwc, x_nchw, threads: int, onnx_paths, ch
         def call():
             with torch.inference_mode():
                 res[:] = [torch.stack([mod(xt) for mod in models], 1)]
-        return bi.Runner(call, lambda: res[0].numpy())
+        return Runner(call, lambda: res[0].numpy())
     if name == "openvino_f32_loop":
         import openvino as ov
         import openvino.properties as props
@@ -106,7 +98,7 @@ def build(name: str, models, plans, x_nhwc, x_nchw, threads: int, onnx_paths, ch
                 for c in chunks:
                     r.infer({0: x_nchw[c]}, share_inputs=True)
                     o[c] = r.get_output_tensor(0).data.reshape(-1)
-        return bi.Runner(call, lambda: outs.T)
+        return Runner(call, lambda: outs.T)
     if name == "onnxruntime_loop":
         import onnxruntime as ort
 
@@ -122,7 +114,7 @@ def build(name: str, models, plans, x_nhwc, x_nchw, threads: int, onnx_paths, ch
             for s, o in zip(sessions, outs):
                 for c in chunks:
                     o[c] = s.run(None, {"x": x_nchw[c]})[0].reshape(-1)
-        return bi.Runner(call, lambda: outs.T)
+        return Runner(call, lambda: outs.T)
     raise ValueError(name)
 
 
@@ -148,17 +140,16 @@ def main() -> None:
     onnx_paths, onnx_error = [], None
     for i, mod in enumerate(tqdm(models, desc="ONNX export", leave=False)):
         (tmp / f"m{i}").mkdir()
-        path, err, _ = bi.export_onnx(mod, tmp / f"m{i}")
+        path, err, _ = common.export_onnx(mod, tmp / f"m{i}")
         if path is None:
             onnx_error = err
             break
         onnx_paths.append(path)
     settings = []
-    mm = bi.matmul_runner(args.threads)
-    bi.warm_up(mm)
+    mm = common.matmul_runner(args.threads)
+    common.warm_up(mm)
     for n in args.images:
-        rng = np.random.default_rng(n)
-        x = rng.normal(0, bi.PIXEL_STD, (n, 112, 112, 3)).astype(np.float32)
+        x = common.random_images(np.random.default_rng(n), n)
         xc = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
         n_ref = min(n, 16)  # float64 PyTorch on 512 images x 33 models would take minutes and GBs
         with torch.inference_mode():
@@ -175,30 +166,26 @@ def main() -> None:
                 continue
             try:
                 r = build(name, models, plans, x, xc, args.threads, onnx_paths, math.gcd(n, args.peer_chunk))
-                bi.warm_up(r)
+                common.warm_up(r)
                 r.calls = 1
-                out = np.asarray(r.output(), np.float64)[:n_ref]
-                record[name] = {"max_rel_error": float((np.abs(out - ref) / np.abs(ref).max(0)).max())}
+                out = np.asarray(r.output())[:n_ref]
+                record[name] = {"max_rel_error": common.max_rel_error(out, ref, axis=0)}
                 runners[name] = r
             except Exception as e:  # noqa: BLE001 - a failing competitor is reported, not fatal
-                errors[name] = bi.error_text(e)
-        samples = {k: [] for k in runners}
-        mm_samples = []
-        order = list(runners)
-        for rnd in tqdm(range(args.rounds), desc=f"{n} images", leave=False):
-            random.Random(rnd).shuffle(order)
-            for k in order:
-                samples[k].append(bi.time_sample(runners[k]))
-            mm_samples.append(bi.time_sample(mm))
-        flops = 2 * bi.MATMUL_N ** 3 / statistics.median(mm_samples)
+                errors[name] = common.error_text(e)
+        with tqdm(total=args.rounds, desc=f"{n} images", leave=False) as bar:
+            samples, failed = common.interleaved_rounds({**runners, "matmul": mm}, args.rounds, random.Random(n),
+                                                        on_round=lambda _: bar.update())
+        errors.update(failed)
+        flops = common.matmul_flops(statistics.median(samples.pop("matmul")))
         macs = sum(p.macs_per_image() for p in plans)
-        for k, v in samples.items():
-            t = statistics.median(v)
-            record[k].update(seconds=t, samples_s=v, predictions_per_s=n * len(models) / t,
+        median_s = common.medians(samples)
+        ratio = common.ratios_to(median_s, "population") if "population" in median_s else {}
+        for k, t in median_s.items():
+            record[k].update(seconds=t, samples_s=samples[k], predictions_per_s=n * len(models) / t,
                              matmul_fraction=2 * macs * n / t / flops)
-        for k in record:
-            if "predictions_per_s" in record[k]:
-                record[k]["population_ratio"] = record["population"]["predictions_per_s"] / record[k]["predictions_per_s"]
+            if k in ratio:
+                record[k]["population_ratio"] = ratio[k]
         settings.append({"images": n, "threads": args.threads, "peer_chunk": math.gcd(n, args.peer_chunk),
                          "matmul_gflops": flops / 1e9, "results": record,
                          "errors": errors})
@@ -206,18 +193,13 @@ def main() -> None:
         print(f"{'competitor':<20} {'pred/s':>9} {'population x':>12} {'%matmul':>8} {'max rel err':>11}")
         for k, r in record.items():
             if "predictions_per_s" in r:
-                print(f"{k:<20} {r['predictions_per_s']:>9.0f} {r['population_ratio']:>12.2f} "
+                print(f"{k:<20} {r['predictions_per_s']:>9.0f} {r.get('population_ratio', float('nan')):>12.2f} "
                       f"{100 * r['matmul_fraction']:>7.1f}% {r['max_rel_error']:>11.1e}")
         for k, e in errors.items():
             print(f"{k:<20} {e[:90]}")
     result = {"models": source, "num_models": len(models), "isa": cc.available_isas()[0],
-              "cpu": bi.cpu_model(), "settings": settings}
-    out = REPO / "benchmarks" / "results" / "bench_population_latest.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmpf = tempfile.mkstemp(dir=out.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=1)
-    os.replace(tmpf, out)
+              "cpu": common.cpu_model(), "settings": settings}
+    out = common.write_json(common.RESULTS / "bench_population_latest.json", result)
     print(f"JSON: {out}")
 
 

@@ -26,21 +26,16 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
     os.environ[_var] = "1"  # one core: must precede the numpy import
 
-import json  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
-from datetime import datetime, timezone  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
-import numpy as np  # noqa: E402
-
+import common  # noqa: E402
 from compactcortex.data.digital import digital_population  # noqa: E402
-from compactcortex.data.images import KINDS, procedural  # noqa: E402
+from compactcortex.data.procedural import KINDS, procedural  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results" / "bench_procedural_latest.json"
+RESULTS = common.RESULTS / "bench_procedural_latest.json"
 
 
 def timed_rounds(run: Callable[[int], None], n_items: int, rounds: int) -> dict[str, float]:
@@ -79,26 +74,6 @@ def bench_digital(n_neurons: int, n_images: int, rate_images: int, rounds: int) 
     return {"n_neurons": n_neurons, "n_images": n_images, "build_s": build_s, "rates": rates}
 
 
-def machine() -> dict[str, Any]:
-    model = None
-    if Path("/proc/cpuinfo").is_file():
-        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("model name")), None)
-    return {"cpu_model": model, "cpus": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "numpy": np.__version__,
-            "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
-
-
-def write_json(result: dict[str, Any], path: Path) -> None:
-    """Write ``result`` to ``path`` atomically (a temporary file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(result, indent=1))
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def print_table(result: dict[str, Any]) -> None:
     proc, dig = result["procedural"], result["digital"]
     print(f"{'what':<34}{'items':>7}{'median/s':>11}{'best/s':>10}{'cpu/s':>10}")
@@ -125,18 +100,18 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.images, args.rounds, args.population_images, args.rate_images = 400, 3, 200, 100
-    load_before = machine()["loadavg"]
+    load_before = common.load_average()
     result = {
         "benchmark": "bench_procedural",
-        "utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "utc": common.utc_now(),
         "threads": 1,
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "args": common.args_dict(args),
         "procedural": bench_procedural(args.images, args.rounds, args.seed),
         "digital": bench_digital(args.neurons, args.population_images, args.rate_images, args.rounds),
-        "machine": {**machine(), "loadavg_before": load_before},
+        "machine": common.machine_info(loadavg=common.load_average(), loadavg_before=load_before),
     }
     print_table(result)
-    write_json(result, args.out)
+    common.write_json(args.out, result)
     print(f"JSON: {args.out}")
 
 

@@ -60,17 +60,11 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib.metadata
+import importlib.util
 import json
-import math
-import os
-import platform
 import random
-import statistics
-import sys
-import tempfile
 import time
 import warnings
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -79,82 +73,20 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-import compactcortex as cc
+import common
 from compactcortex.compress import channel_stats, channel_stats_torch, prune_paper, remove_filters
 from compactcortex.compress.stats import STAT_NAMES
-from compactcortex.data import load_session
-from compactcortex.fit import ImageStream, distill, fine_tune
+from compactcortex.files import atomic_path
+from compactcortex.fit import ImageStream, fine_tune
 from compactcortex.models.compact import CompactModel
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / ".." / "shared" / "data" / "v4"
-RESULTS = REPO / "benchmarks" / "results"
 MAP = 28  # readout map size
-PAUSE_S = 0.01
 FT_SEED = 1  # image stream of every fine-tuning (the distillation uses --seed)
 TAYLOR_STEP0 = 10**6  # stream batches used for the Taylor gradients (never trained on)
 
 
-# ----------------------------------------------------------------------------- helpers
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, default=_json_default)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, tuple):
-        return list(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a = np.asarray(a, np.float64) - np.mean(a)
-    b = np.asarray(b, np.float64) - np.mean(b)
-    d = math.sqrt(float(a @ a) * float(b @ b))
-    return float(a @ b / d) if d > 0 else float("nan")
-
-
-def parse_filters(text: str) -> tuple[int, ...]:
-    v = [int(s) for s in text.split(",")]
-    if len(v) == 1:
-        v = v * 5
-    if len(v) != 5 or min(v) < 1:
-        raise argparse.ArgumentTypeError("filters: one integer or 5 comma-separated integers >= 1")
-    return tuple(v)
-
-
 def machine_info() -> dict[str, Any]:
-    model = None
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """The shared machine description and the Torch-Pruning version (package and module)."""
     try:
         tp_dist = importlib.metadata.version("torch-pruning")
     except importlib.metadata.PackageNotFoundError:
@@ -164,40 +96,14 @@ def machine_info() -> dict[str, Any]:
         tp_attr = getattr(tp, "__version__", None)
     except ImportError:
         tp_attr = None
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpu_model": model,
-            "cpus": os.cpu_count(), "torch": torch.__version__, "compactcortex": cc.__version__,
-            "torch_pruning": tp_dist, "torch_pruning_module_version": tp_attr,
-            "engine_isas": cc.available_isas(), "numpy": np.__version__}
-
-
-class EngineTeacher:
-    """A CompactModel run by the C++ engine, as a teacher callable: (N,3,112,112) recentred -> (N,)."""
-
-    def __init__(self, model: CompactModel, threads: int) -> None:
-        self.predictor = cc.Predictor(model, threads=threads)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.predictor.predict(x.detach().contiguous()))
-
-
-def distill_path(outdir: Path, session: str, neuron: int, filters, steps: int, batch: int, lr: float,
-                 seed: int) -> Path:
-    """The distillation checkpoint; benchmarks/roundtrip_published.py names it the same way."""
-    f = "x".join(str(v) for v in filters)
-    return outdir / f"distill_{session}_neuron{neuron}_f{f}_steps{steps}_b{batch}_lr{lr:g}_seed{seed}.ckpt"
+    return common.machine_info(torch_pruning=tp_dist, torch_pruning_module_version=tp_attr)
 
 
 # ----------------------------------------------------------------------------- (a) kernels
 
-def rel_diff(x: np.ndarray, ref: np.ndarray) -> float:
-    scale = float(np.max(np.abs(ref)))
-    err = float(np.max(np.abs(np.asarray(x, np.float64) - ref)))
-    return err / scale if scale > 0 else err
-
-
 def stats_agreement(stats, ref) -> dict[str, dict[str, float]]:
-    return {k: {"mean": rel_diff(stats[k].mean, ref[k].mean), "cov": rel_diff(stats[k].cov, ref[k].cov)}
-            for k in STAT_NAMES}
+    return {k: {"mean": common.max_rel_error(stats[k].mean, ref[k].mean),
+                "cov": common.max_rel_error(stats[k].cov, ref[k].cov)} for k in STAT_NAMES}
 
 
 def kernel_bench(args, images: np.ndarray, teacher: CompactModel, log: Callable[[str], None]) -> dict:
@@ -221,25 +127,21 @@ def kernel_bench(args, images: np.ndarray, teacher: CompactModel, log: Callable[
             }
             for fn in comps.values():  # warm-up on a few images
                 fn(images[:4])
-            samples: dict[str, list[float]] = {k: [] for k in comps}
-            first: dict[str, Any] = {}
-            for r in range(args.rounds):
-                names = [k for k in comps if k != "torch_f64" or r < args.f64_rounds]
-                rng.shuffle(names)
-                for k in names:
-                    time.sleep(PAUSE_S)
-                    t0 = time.perf_counter()
-                    res = comps[k](images)
-                    samples[k].append(time.perf_counter() - t0)
-                    first.setdefault(k, res)
-                bar.update(1)
-            med = {k: statistics.median(v) for k, v in samples.items() if v}
+            first: dict[str, Any] = {}  # each competitor's first result, for the agreement
+            runners = {k: common.Runner(lambda k=k, fn=fn: first.setdefault(k, fn(images))) for k, fn in comps.items()}
+            samples, failed = common.interleaved_rounds(
+                runners, args.rounds, rng, include=lambda k, r: k != "torch_f64" or r < args.f64_rounds,
+                on_round=lambda _: bar.update(1))
+            if failed:
+                raise RuntimeError(f"channel statistics failed: {failed}")
+            med = common.medians(samples)
+            ratio = common.ratios_to(med, "engine")
             ref = first["torch_f64"]
             setting = {
                 "model": mname, "nums_filters": model.nums_filters, "threads": th,
                 "median_s": med, "samples_s": samples,
-                "ratio_torch_f32_over_engine": med["torch_f32"] / med["engine"],
-                "ratio_torch_f64_over_engine": med["torch_f64"] / med["engine"],
+                "ratio_torch_f32_over_engine": ratio["torch_f32"],
+                "ratio_torch_f64_over_engine": ratio["torch_f64"],
                 "agreement_vs_torch_f64": {"engine": stats_agreement(first["engine"], ref),
                                            "torch_f32": stats_agreement(first["torch_f32"], ref)},
             }
@@ -395,10 +297,10 @@ def tp_prune(student: CompactModel, importance: str, mode: str, target_nums, tea
     ref.eval()
     with torch.no_grad():
         x = stream(TAYLOR_STEP0 + 99)[:8]
-        a, b = pruned(x).double(), ref(x).double()
+        a, b = pruned(x).double().numpy(), ref(x).double().numpy()
     info.update({"nums_filters": pruned.nums_filters, "num_parameters": pruned.num_parameters(),
                  "planned_nums_filters": kept,
-                 "check_rel_diff": float((a - b).abs().max() / b.abs().max().clamp_min(1e-12)),
+                 "check_rel_diff": common.max_rel_error(a, b),
                  "check_params_equal": pruned.num_parameters() == ref.num_parameters() == num_params(pruned.nums_filters),
                  "param_mismatch": (pruned.num_parameters() - target_params) / target_params})
     return pruned, info
@@ -406,29 +308,19 @@ def tp_prune(student: CompactModel, importance: str, mode: str, target_nums, tea
 
 # ----------------------------------------------------------------------------- (b) the run
 
-def pruning_bench(args, session, teacher_model: CompactModel, results: dict, save: Callable[[], None],
+def pruning_bench(args, task: common.PublishedNeuron, results: dict, save: Callable[[], None],
                   log: Callable[[str], None]) -> dict:
     torch.set_num_threads(args.train_threads)
-    fit = session.images[session.fit_indices]
-    test = session.images[session.test_indices]
-    recorded = session.responses[args.neuron, session.test_indices]
-    teacher = EngineTeacher(teacher_model, args.train_threads)
-    teacher_test = cc.Predictor(teacher_model, threads=args.eval_threads).predict(test)
+    teacher_model, fit, test = task.model, task.fit, task.test
+    teacher = common.EngineTeacher(teacher_model, args.train_threads)
     with torch.no_grad():
         x = ImageStream(fit, 8, 0.5, FT_SEED)(0)
-        teacher_engine_vs_torch = rel_diff(teacher(x).numpy(), teacher_model(x).double().numpy())
-
-    def evaluate(model: CompactModel) -> float:
-        return pearson(cc.Predictor(model, threads=args.eval_threads).predict(test), teacher_test)
-
-    def evaluate_recorded(model: CompactModel) -> float:
-        return pearson(cc.Predictor(model, threads=args.eval_threads).predict(test), recorded)
-
+        teacher_engine_vs_torch = common.max_rel_error(teacher(x).numpy(), teacher_model(x).double().numpy())
     student_test: list[np.ndarray] = []
 
     def evaluate_student(model: CompactModel) -> float:
         """Correlation with the unpruned student: how well pruning kept the pruned network's function."""
-        return pearson(cc.Predictor(model, threads=args.eval_threads).predict(test), student_test[0])
+        return common.pearson(task.predict(model), student_test[0])
 
     out: dict[str, Any] = {
         "session": args.session, "neuron": args.neuron, "student_filters": args.filters,
@@ -437,30 +329,24 @@ def pruning_bench(args, session, teacher_model: CompactModel, results: dict, sav
         "importances": args.importances, "tp_modes": args.tp_modes, "taylor_batches": args.taylor_batches,
         "train_threads": args.train_threads, "stats_images": int(len(fit)), "test_images": int(len(test)),
         "teacher": {"nums_filters": teacher_model.nums_filters, "num_parameters": teacher_model.num_parameters(),
-                    "r_recorded": pearson(teacher_test, recorded),
+                    "r_recorded": common.pearson(task.teacher_test, task.recorded),
                     "engine_vs_torch_rel_diff": teacher_engine_vs_torch},
         "entries": [],
     }
     results["pruning"] = out
 
-    t0 = time.perf_counter()
     if args.student:  # e.g. one neuron cut out of a population student (compactcortex compress's stage 1)
         student = CompactModel.load(args.student)
         if student.num_outputs > 1:
             student = student.single_output(args.student_output)
         out["distill"] = {"student_file": str(args.student), "output": args.student_output}
     else:
-        ckpt = distill_path(args.outdir, args.session, args.neuron, args.filters, args.distill_steps, args.batch,
-                            args.distill_lr, args.seed)
-        student = distill(teacher, None, fit, steps=args.distill_steps, batch=args.batch, nums_filters=args.filters,
-                          procedural_fraction=0.5, lr=args.distill_lr, seed=args.seed, checkpoint=ckpt, progress=True)
-        out["distill"] = {"checkpoint": str(ckpt.relative_to(REPO)) if ckpt.is_relative_to(REPO) else str(ckpt),
-                          "seconds_this_run": time.perf_counter() - t0,
-                          "final_loss": student.provenance.get("final_loss")}
+        student, out["distill"] = common.distill_student(task, teacher, args.outdir, args.filters,
+                                                         args.distill_steps, args.batch, args.distill_lr, args.seed)
     student.eval()
-    student_test.append(cc.Predictor(student, threads=args.eval_threads).predict(test))
+    student_test.append(task.predict(student))
     out["student"] = {"nums_filters": student.nums_filters, "num_parameters": student.num_parameters(),
-                      "r_teacher": evaluate(student), "r_recorded": evaluate_recorded(student)}
+                      "r_teacher": task.r_teacher(student), "r_recorded": task.r_recorded(student)}
     log(f"student {student.nums_filters}: {student.num_parameters()} parameters, r(teacher) "
         f"{out['student']['r_teacher']:.4f}")
     save()
@@ -478,11 +364,11 @@ def pruning_bench(args, session, teacher_model: CompactModel, results: dict, sav
 
     def record(entry: dict, model: CompactModel) -> None:
         if entry.get("r_teacher_pruned") is None:
-            entry["r_teacher_pruned"] = evaluate(model)
+            entry["r_teacher_pruned"] = task.r_teacher(model)
         entry["r_student_pruned"] = evaluate_student(model)
         entry.update(finetune(model))
-        entry["r_teacher"] = evaluate(model)
-        entry["r_recorded"] = evaluate_recorded(model)
+        entry["r_teacher"] = task.r_teacher(model)
+        entry["r_recorded"] = task.r_recorded(model)
         entry["r_student"] = evaluate_student(model)
         out["entries"].append(entry)
         save()
@@ -495,12 +381,11 @@ def pruning_bench(args, session, teacher_model: CompactModel, results: dict, sav
 
     for thr in args.thresholds:
         t = time.perf_counter()
-        model, hist = prune_paper(copy.deepcopy(student), fit, threshold=thr, retrain=None, evaluate=evaluate,
+        model, hist = prune_paper(copy.deepcopy(student), fit, threshold=thr, retrain=None, evaluate=task.r_teacher,
                                   threads=args.train_threads)
         entry = {"method": "ours", "threshold": thr, "nums_filters": model.nums_filters,
                  "num_parameters": model.num_parameters(), "prune_seconds": time.perf_counter() - t,
-                 "history": [{"layer": s.layer, "nums_filters": s.nums_filters, "num_parameters": s.num_parameters,
-                              "explained": s.explained, "r_teacher": s.accuracy} for s in hist],
+                 "history": common.history_rows(hist),
                  "r_teacher_pruned": hist[-1].accuracy}
         target = model.nums_filters
         record(entry, model)
@@ -581,15 +466,10 @@ def plot(results: dict, path: Path) -> None:
     fig.suptitle(f"Pruning a distilled student of session {pr['session']} neuron {pr['neuron']}: "
                  f"{pr['finetune_steps']} fine-tuning steps at lr {pr['finetune_lr']:g} for every model", fontsize=11)
     fig.tight_layout(rect=(0, 0.1, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=130)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=130, format="png")
     finally:
-        Path(tmp).unlink(missing_ok=True)
         plt.close(fig)
 
 
@@ -637,10 +517,10 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-pruning", action="store_true",
                     help="skip part (b); the pruning numbers already in the JSON are kept (marked as carried over)")
     ap.add_argument("--plot-only", action="store_true", help="redraw the figure from the JSON and print the tables")
-    ap.add_argument("--data", type=Path, default=DATA, help="V4 data folder (default ../shared/data/v4)")
+    ap.add_argument("--data", type=Path, default=common.DATA, help="V4 data folder (default ../shared/data/v4)")
     ap.add_argument("--session", default="190923")
     ap.add_argument("--neuron", type=int, default=0)
-    ap.add_argument("--outdir", type=Path, default=RESULTS)
+    ap.add_argument("--outdir", type=Path, default=common.RESULTS)
     ap.add_argument("--seed", type=int, default=0)
     g = ap.add_argument_group("(a) kernels")
     g.add_argument("--images", type=int, default=256, help="images for the statistics (default 256)")
@@ -648,7 +528,7 @@ def main(argv=None) -> int:
     g.add_argument("--f64-rounds", type=int, default=2, help="rounds that include the float64 PyTorch run (default 2)")
     g.add_argument("--threads", type=lambda s: [int(v) for v in s.split(",")], default=[1, 2], help="default 1,2")
     g = ap.add_argument_group("(b) pruning")
-    g.add_argument("--filters", type=parse_filters, default=(32,) * 5, help="student filters: N or n0,..,n4 (default 32)")
+    g.add_argument("--filters", type=common.parse_filters, default=(32,) * 5, help="student filters: N or n0,..,n4 (default 32)")
     g.add_argument("--student", type=Path, default=None,
                    help="start from this CompactModel file instead of distilling one (a population student: "
                         "its output --student-output, which must be the teacher's neuron)")
@@ -690,26 +570,20 @@ def main(argv=None) -> int:
             print(f"figure: {png_path}")
         return 0
 
-    if not args.skip_pruning:
-        try:
-            import torch_pruning  # noqa: F401
-        except ImportError:
-            ap.error("torch-pruning is missing: pip install torch-pruning")
+    if not args.skip_pruning and importlib.util.find_spec("torch_pruning") is None:
+        ap.error("torch-pruning is missing: pip install torch-pruning")
 
     t_start = time.perf_counter()
     results: dict[str, Any] = {
         "benchmark": "bench_pruning", "status": "running", "quick": args.quick,
-        "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.argv[0]).name] + (sys.argv[1:] if argv is None else list(argv))),
-        "machine": machine_info(), "load_average_start": list(os.getloadavg()),
+        "started_utc": common.utc_now(), "command": common.command_line(argv),
+        "machine": machine_info(), "load_average_start": common.load_average(),
     }
-    save = lambda: write_json_atomic(json_path, results)  # noqa: E731
+    save = lambda: common.write_json(json_path, results)  # noqa: E731
     log = lambda s: tqdm.write(s)  # noqa: E731
 
-    session = load_session(args.data, args.session)
-    pt = Path(args.data) / "compact_models" / "torch" / f"compact_model_{args.session}_neuron{args.neuron}.pt"
-    teacher = cc.load_published(pt)
-    results["teacher_file"] = str(pt)
+    task = common.published_neuron(args.data, args.session, args.neuron, args.eval_threads)
+    results["teacher_file"] = str(task.path)
 
     if (args.skip_kernels or args.skip_pruning) and json_path.is_file():
         # Keep the numbers of a skipped part from the previous run in the file (marked as such).
@@ -726,18 +600,18 @@ def main(argv=None) -> int:
     if not args.skip_kernels:
         log(f"(a) channel statistics: {args.images} images, threads {args.threads}")
         t = time.perf_counter()
-        results["kernels"] = kernel_bench(args, session.images[:args.images], teacher, log)
+        results["kernels"] = kernel_bench(args, task.session.images[:args.images], task.model, log)
         results["kernels"]["seconds"] = time.perf_counter() - t
         save()
     if not args.skip_pruning:
         log(f"(b) pruning: student {args.filters}, distillation {args.distill_steps} steps, "
             f"fine-tuning {args.finetune_steps} steps")
         t = time.perf_counter()
-        pruning_bench(args, session, teacher, results, save, log)
+        pruning_bench(args, task, results, save, log)
         results["pruning"]["seconds"] = time.perf_counter() - t
     results["status"] = "complete"
     results["seconds"] = time.perf_counter() - t_start
-    results["load_average_end"] = list(os.getloadavg())
+    results["load_average_end"] = common.load_average()
     save()
     print_tables(results)
     if results.get("pruning", {}).get("entries"):

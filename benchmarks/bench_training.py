@@ -24,23 +24,19 @@ Writes ``benchmarks/results/bench_training_<UTC timestamp>.json`` and ``..._late
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import random
-import statistics
-import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from compactcortex._atomic import atomic_path
+import common
+from common import Runner
 from compactcortex.compress.surgery import remove_filters
 from compactcortex.models.compact import CompactModel
 
-RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 SIZES = (112, 56, 28, 28, 28)
+SAMPLE_S = 0.05  # a timed sample: the mean of as many calls as last about this long
 
 
 def step_macs(filters, input_grad: bool = False) -> int:
@@ -103,17 +99,6 @@ def make_input_grad_step(kind: str, filters, x: torch.Tensor):
     return step
 
 
-def timed(fn, min_s: float = 0.05) -> float:
-    """Seconds per call: the mean of as many calls as last about ``min_s`` (at least one)."""
-    t0, calls = time.perf_counter(), 0
-    while True:
-        fn()
-        calls += 1
-        dt = time.perf_counter() - t0
-        if dt >= min_s:
-            return dt / calls
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="2 threads, 100 filters, 3 rounds")
@@ -129,8 +114,7 @@ def main() -> None:
     rng = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch, 3, 112, 112, generator=rng) * 60
     y = torch.randn(args.batch, generator=rng)
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    results = {"machine": platform.processor() or platform.machine(), "batch": args.batch,
+    results = {"machine": common.machine_name(), "batch": args.batch,
                "torch": torch.__version__, "time": datetime.now(timezone.utc).isoformat(), "settings": []}
     for threads in threads_list:
         torch.set_num_threads(threads)
@@ -140,24 +124,19 @@ def main() -> None:
             if masked:
                 kinds = ["engine", "engine_physical", "torch_cl"]
             for kind in kinds:
-                jobs[(name, kind)] = make_step(kind, filters, masked, x, y)
+                jobs[(name, kind)] = Runner(make_step(kind, filters, masked, x, y))
         for kind in ("engine", "torch_eager"):
-            jobs[("input_grad_100", kind)] = make_input_grad_step(kind, (100,) * 5, x[:8])
-        jobs[("matmul", "torch")] = lambda: torch.mm(a, b)
+            jobs[("input_grad_100", kind)] = Runner(make_input_grad_step(kind, (100,) * 5, x[:8]))
+        jobs[("matmul", "torch")] = common.matmul_runner(threads)
         print(f"threads {threads}: warming up {len(jobs)} competitors (torch.compile compiles here)", flush=True)
-        for fn in jobs.values():
-            fn(), fn()
-        samples = {k: [] for k in jobs}
-        order = list(jobs)
-        shuffle = random.Random(threads)
-        for r in range(rounds):
-            shuffle.shuffle(order)
-            for k in order:
-                time.sleep(0.01)
-                samples[k].append(timed(jobs[k]))
-            print(f"  round {r + 1}/{rounds}", flush=True)
-        med = {k: statistics.median(v) for k, v in samples.items()}
-        flops = 2 * 1024**3 / med[("matmul", "torch")]
+        for job in jobs.values():
+            common.warm_up(job, sample_s=SAMPLE_S, max_calls=100)
+        samples, failed = common.interleaved_rounds(
+            jobs, rounds, random.Random(threads), on_round=lambda r: print(f"  round {r}/{rounds}", flush=True))
+        if failed:
+            raise RuntimeError(f"competitors failed: {failed}")
+        med = common.medians(samples)
+        flops = common.matmul_flops(med[("matmul", "torch")])
         rows = []
         for (name, kind), t in med.items():
             if name == "matmul":
@@ -169,19 +148,17 @@ def main() -> None:
             ips = images / t
             rows.append({"student": name, "competitor": kind, "ms_per_step": 1e3 * t, "images_per_s": ips,
                          "matmul_fraction": 2 * macs * ips / flops,
-                         "engine_ratio": (images / med[(name, "engine")]) / ips})
+                         "engine_ratio": t / med[(name, "engine")]})
         results["settings"].append({"threads": threads, "matmul_gflops": flops / 1e9, "rows": rows})
         print(f"\nthreads {threads}, batch {args.batch}, matmul {flops / 1e9:.0f} GFLOP/s")
         print(f"{'student':>15} {'competitor':>16} {'ms/step':>9} {'img/s':>8} {'of matmul':>9} {'engine x':>8}")
         for r in rows:
             print(f"{r['student']:>15} {r['competitor']:>16} {r['ms_per_step']:9.1f} {r['images_per_s']:8.1f} "
                   f"{r['matmul_fraction']:9.1%} {r['engine_ratio']:8.2f}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    for path in (RESULTS / f"bench_training_{stamp}.json", RESULTS / "bench_training_latest.json"):
-        with atomic_path(path) as tmp:
-            Path(tmp).write_text(json.dumps(results, indent=1))
-    print(f"\nwrote {RESULTS / 'bench_training_latest.json'}")
+    stamp = common.utc_stamp()
+    for path in (common.RESULTS / f"bench_training_{stamp}.json", common.RESULTS / "bench_training_latest.json"):
+        common.write_json(path, results)
+    print(f"\nwrote {common.RESULTS / 'bench_training_latest.json'}")
 
 
 if __name__ == "__main__":

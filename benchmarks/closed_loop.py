@@ -16,21 +16,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from compactcortex._atomic import atomic_path
+import common
 from compactcortex.data.digital import digital_population
-from compactcortex.data.images import procedural
+from compactcortex.data.procedural import procedural
 from compactcortex.fit import TrainConfig, fit_teacher
 from compactcortex.fit.closed_loop import Rig, closed_loop
 from compactcortex.report_plots import plot_closed_loop
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:
@@ -47,7 +44,7 @@ def main() -> int:
     ap.add_argument("--backbone", default=None, help="a .keras shared compact model: transfer teacher instead")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "closed_loop.json")
+    ap.add_argument("--out", type=Path, default=common.RESULTS / "closed_loop.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -60,7 +57,7 @@ def main() -> int:
         return fit_teacher(session, args.members, idx, config=TrainConfig(epochs=args.epochs, seed=seed),
                            progress=False)
 
-    result = {"machine": platform.processor() or platform.machine(), "args": {k: str(v) for k, v in vars(args).items()},
+    result = {"machine": common.machine_name(), "args": {k: str(v) for k, v in vars(args).items()},
               "runs": {"active": [], "random": []}}
     for seed in args.seeds:
         neurons = digital_population(args.neurons, 2, seed=seed).neurons  # the ground truth of this seed
@@ -75,9 +72,7 @@ def main() -> int:
             result["runs"][select].append(history)
             print(json.dumps({"seed": seed, "select": select, "s": round(time.perf_counter() - t0, 1),
                               "r2": [round(h["r2_truth_median"], 3) for h in history]}), flush=True)
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(args.out) as tmp:
-                tmp.write_text(json.dumps(result, indent=1))
+            common.write_json(args.out, result)
         done = {k: v for k, v in result["runs"].items() if len(v) == len(result["runs"]["active"])}
         plot_closed_loop(done, args.out.with_suffix(".png"))
     final = {k: [h[-1]["r2_truth_median"] for h in v] for k, v in result["runs"].items()}

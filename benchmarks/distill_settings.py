@@ -18,27 +18,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pruning import EngineTeacher, pearson  # noqa: E402
-
-import compactcortex as cc  # noqa: E402
-from compactcortex.data import load_session  # noqa: E402
-from compactcortex.fit import ImageStream, fine_tune  # noqa: E402
-from compactcortex.models.compact import CompactModel  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / ".." / "shared" / "data" / "v4"
+import common
+from compactcortex.fit import ImageStream, fine_tune
+from compactcortex.models.compact import CompactModel
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--data", type=Path, default=common.DATA)
     ap.add_argument("--session", default="190923")
     ap.add_argument("--neuron", type=int, default=0)
     ap.add_argument("--filters", type=int, default=24)
@@ -53,11 +45,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    s = load_session(a.data, a.session)
-    published = cc.load_published(a.data / "compact_models" / "torch" /
-                                  f"compact_model_{a.session}_neuron{a.neuron}.pt")
-    fit, test = s.images[s.fit_indices], s.images[s.test_indices]
-    teacher_test = cc.Predictor(published, threads=1).predict(test)
+    task = common.published_neuron(a.data, a.session, a.neuron, threads=1)
     if a.readout_lr == "auto":
         readout_lr = None
     elif a.readout_lr == "same":
@@ -67,14 +55,13 @@ def main() -> None:
     torch.manual_seed(a.seed)
     student = CompactModel((a.filters,) * 5)
     t = time.perf_counter()
-    info = fine_tune(student, EngineTeacher(published, 1), None,
-                     ImageStream(fit, a.batch, a.procedural_fraction, a.seed), a.steps, lr=a.lr,
+    info = fine_tune(student, common.EngineTeacher(task.model, 1), None,
+                     ImageStream(task.fit, a.batch, a.procedural_fraction, a.seed), a.steps, lr=a.lr,
                      desc=f"distil neuron {a.neuron}", init_bias=True, readout_lr=readout_lr, backend=a.backend)
-    row = {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
-           "r_teacher": pearson(cc.Predictor(student, threads=1).predict(test), teacher_test),
+    row = {**common.args_dict(a), "r_teacher": task.r_teacher(student),
            "final_loss": info["final_loss"], "seconds": time.perf_counter() - t}
     print(json.dumps(row))
-    out = REPO / "benchmarks" / "results" / "distill_settings.jsonl"
+    out = common.RESULTS / "distill_settings.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "a") as f:  # one line per run, appended: a log, not a file to replace
         f.write(json.dumps(row) + "\n")

@@ -15,28 +15,23 @@ evaluation); the student: ``benchmarks/results/population_<session>_<filters>.sa
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+import common
 import compactcortex as cc
-from compactcortex._atomic import atomic_path
 from compactcortex.data import load_session
 from compactcortex.fit.distill import distill_population
 from compactcortex.models.published import load_published_session
-from compactcortex.models.teacher import to_tensor
-
-REPO = Path(__file__).resolve().parents[1]
+from compactcortex.models.image_tensor import to_tensor
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, default=REPO / ".." / "shared" / "data" / "v4")
+    ap.add_argument("--data", type=Path, default=common.DATA)
     ap.add_argument("--session", default="190923")
     ap.add_argument("--filters", default="64,96,64,64,64")
     ap.add_argument("--steps", type=int, default=2000)
@@ -48,15 +43,14 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     filters = tuple(int(v) for v in args.filters.split(","))
-    out_dir = REPO / "benchmarks" / "results"
+    out_dir = common.RESULTS
     tag = f"{args.session}_{'x'.join(map(str, filters))}_s{args.steps}_b{args.batch}_p{args.pool}_lr{args.lr:g}"
     session = load_session(args.data, args.session)
     teacher = cc.PopulationPredictor(load_published_session(args.data, args.session), threads=args.threads)
     test = session.images[session.test_indices]
     y_test = teacher.predict(test)
     x_test = to_tensor(test)
-    res = {"benchmark": "population_distill", "settings": {**vars(args), "data": str(args.data)},
-           "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
+    res = {"benchmark": "population_distill", "settings": common.args_dict(args), "machine": common.machine_info(),
            "neurons": int(y_test.shape[1]), "test_images": len(test), "curve": []}
     t0 = time.perf_counter()
     path = out_dir / f"population_distill_{tag}.json"
@@ -64,11 +58,10 @@ def main() -> int:
     def record(step: int, student) -> None:
         with torch.no_grad():
             ys = student(x_test).numpy()
-        r = [float(np.corrcoef(ys[:, k], y_test[:, k])[0, 1]) for k in range(ys.shape[1])]
+        r = [common.pearson(ys[:, k], y_test[:, k]) for k in range(ys.shape[1])]
         res["curve"].append({"step": step, "seconds": time.perf_counter() - t0, "median_r": float(np.median(r)),
                              "quartiles_r": [float(q) for q in np.percentile(r, [25, 75])], "r": r})
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(res, indent=1))
+        common.write_json(path, res)
         print(f"step {step}: median r {np.median(r):.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
 
     student = distill_population(teacher, None, session.images[session.fit_indices], args.steps, args.batch,

@@ -19,9 +19,9 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
+import common
 import compactcortex as cc
 from compactcortex.compress import prune_paper
 from compactcortex.data import load_session
@@ -29,12 +29,10 @@ from compactcortex.fit.distill import ImageStream, fine_tune
 from compactcortex.models.compact import CompactModel
 from compactcortex.models.published import load_published_session
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, default=REPO / ".." / "shared" / "data" / "v4")
+    ap.add_argument("--data", type=Path, default=common.DATA)
     ap.add_argument("--session", default="190923")
     ap.add_argument("--student", type=Path, required=True, help="population student with one output per neuron")
     ap.add_argument("--neurons", default="0,1,2")
@@ -55,7 +53,7 @@ def main() -> int:
         y_test = teacher.predict(test)
 
         def r_teacher(m: CompactModel) -> float:
-            return float(np.corrcoef(cc.Predictor(m, threads=args.threads).predict(test), y_test)[0, 1])
+            return common.pearson(cc.Predictor(m, threads=args.threads).predict(test), y_test)
 
         layers = itertools.cycle((4, 3, 2, 1, 0))
 

@@ -27,29 +27,17 @@ saved as ``benchmarks/results/roundtrip_compact_<...>.safetensors``.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-import compactcortex as cc
+import common
 from compactcortex.compress import prune_paper
-from compactcortex.data import load_session
-from compactcortex.fit import ImageStream, distill, fine_tune
+from compactcortex.fit import ImageStream, fine_tune
 from compactcortex.models.compact import CompactModel
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pruning import EngineTeacher, distill_path, parse_filters, pearson, write_json_atomic  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / ".." / "shared" / "data" / "v4"
-RESULTS = REPO / "benchmarks" / "results"
 RETRAIN_SEED = 1000  # image streams of the re-training after layer l use seed RETRAIN_SEED + l
 
 
@@ -57,10 +45,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="See the module docstring (head benchmarks/roundtrip_published.py).")
-    ap.add_argument("--data", type=Path, default=DATA, help="V4 data folder (default ../shared/data/v4)")
+    ap.add_argument("--data", type=Path, default=common.DATA, help="V4 data folder (default ../shared/data/v4)")
     ap.add_argument("--session", default="190923")
     ap.add_argument("--neuron", type=int, default=0)
-    ap.add_argument("--filters", type=parse_filters, default=(32,) * 5,
+    ap.add_argument("--filters", type=common.parse_filters, default=(32,) * 5,
                     help="student filters: N or n0,..,n4 (default 32; the paper: 100)")
     ap.add_argument("--steps", type=int, default=1200, help="distillation steps (default 1200)")
     ap.add_argument("--batch", type=int, default=16)
@@ -71,7 +59,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-threads", type=int, default=1, help="torch and engine threads for training (default 1)")
     ap.add_argument("--eval-threads", type=int, default=2)
-    ap.add_argument("--outdir", type=Path, default=RESULTS)
+    ap.add_argument("--outdir", type=Path, default=common.RESULTS)
     ap.add_argument("--quick", action="store_true", help="smoke run: 8 filters, 4 steps (writes *_quick.json)")
     args = ap.parse_args(argv)
     if args.quick:
@@ -81,42 +69,23 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     json_path = args.outdir / ("roundtrip_published_quick.json" if args.quick else "roundtrip_published_latest.json")
 
-    session = load_session(args.data, args.session)
-    pt = Path(args.data) / "compact_models" / "torch" / f"compact_model_{args.session}_neuron{args.neuron}.pt"
-    published = cc.load_published(pt)
-    teacher = EngineTeacher(published, args.train_threads)
-    fit = session.images[session.fit_indices]
-    test = session.images[session.test_indices]
-    recorded = session.responses[args.neuron, session.test_indices]
-    teacher_test = cc.Predictor(published, threads=args.eval_threads).predict(test)
-
-    def predict(model: CompactModel) -> np.ndarray:
-        return cc.Predictor(model, threads=args.eval_threads).predict(test)
-
-    def evaluate(model: CompactModel) -> float:
-        return pearson(predict(model), teacher_test)
+    task = common.published_neuron(args.data, args.session, args.neuron, args.eval_threads)
+    published, fit, test = task.model, task.fit, task.test
+    teacher = common.EngineTeacher(published, args.train_threads)
 
     results: dict[str, Any] = {
         "benchmark": "roundtrip_published", "status": "running", "quick": args.quick,
-        "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.argv[0]).name] + (sys.argv[1:] if argv is None else list(argv))),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "compactcortex": cc.__version__, "load_average_start": list(os.getloadavg())},
-        "settings": {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
-                     for k, v in vars(args).items()},
-        "teacher_file": str(pt), "test_images": int(len(test)), "fit_images": int(len(fit)),
+        "started_utc": common.utc_now(), "command": common.command_line(argv),
+        "machine": common.machine_info(load_average_start=common.load_average()),
+        "settings": common.args_dict(args),
+        "teacher_file": str(task.path), "test_images": int(len(test)), "fit_images": int(len(fit)),
         "procedural_fraction": 0.5,
     }
-    save = lambda: write_json_atomic(json_path, results)  # noqa: E731
+    save = lambda: common.write_json(json_path, results)  # noqa: E731
     save()
 
-    ckpt = distill_path(args.outdir, args.session, args.neuron, args.filters, args.steps, args.batch, args.lr,
-                        args.seed)
-    t = time.perf_counter()
-    student = distill(teacher, None, fit, steps=args.steps, batch=args.batch, nums_filters=args.filters,
-                      procedural_fraction=0.5, lr=args.lr, seed=args.seed, checkpoint=ckpt, progress=True).eval()
-    results["distill"] = {"checkpoint": str(ckpt), "seconds_this_run": time.perf_counter() - t,
-                          "final_loss": student.provenance.get("final_loss")}
+    student, results["distill"] = common.distill_student(task, teacher, args.outdir, args.filters,
+                                                         args.steps, args.batch, args.lr, args.seed)
     save()
 
     counter = {"layer": 0}
@@ -130,12 +99,10 @@ def main(argv=None) -> int:
         return model
 
     t = time.perf_counter()
-    compact, history = prune_paper(student, fit, threshold=args.threshold, retrain=retrain, evaluate=evaluate,
+    compact, history = prune_paper(student, fit, threshold=args.threshold, retrain=retrain, evaluate=task.r_teacher,
                                    threads=args.train_threads)
     results["prune_seconds"] = time.perf_counter() - t
-    results["prune_history"] = [{"layer": s.layer, "nums_filters": list(s.nums_filters),
-                                 "num_parameters": s.num_parameters, "explained": s.explained,
-                                 "r_teacher": s.accuracy} for s in history]
+    results["prune_history"] = common.history_rows(history)
     f = "x".join(map(str, args.filters))
     saved = args.outdir / (f"roundtrip_compact_{args.session}_neuron{args.neuron}_f{f}_steps{args.steps}"
                            f"_thr{args.threshold:g}{'_quick' if args.quick else ''}.safetensors")
@@ -145,16 +112,16 @@ def main(argv=None) -> int:
     results["compact_file"] = str(saved)
 
     rows = {}
-    for name, model, pred in (("teacher (published)", published, teacher_test),
+    for name, model, pred in (("teacher (published)", published, task.teacher_test),
                               ("distilled student", student, None), ("compact student", compact, None)):
-        p = predict(model) if pred is None else pred
+        p = task.predict(model) if pred is None else pred
         rows[name] = {"nums_filters": list(model.nums_filters), "num_parameters": model.num_parameters(),
-                      "r_teacher": pearson(p, teacher_test), "r_recorded": pearson(p, recorded)}
+                      "r_teacher": common.pearson(p, task.teacher_test), "r_recorded": common.pearson(p, task.recorded)}
     results["models"] = rows
     results["compact_over_published_params"] = rows["compact student"]["num_parameters"] / published.num_parameters()
     results["status"] = "complete"
     results["seconds"] = time.perf_counter() - t_start
-    results["machine"]["load_average_end"] = list(os.getloadavg())
+    results["machine"]["load_average_end"] = common.load_average()
     save()
 
     print(f"\nround trip: session {args.session} neuron {args.neuron}, student {args.filters}, "

@@ -14,20 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from compactcortex._atomic import atomic_path
+import common
 from compactcortex.data import load_session
 from compactcortex.fit import TrainConfig, fit_teacher, fit_transfer_teacher
 from compactcortex.fit.transfer import resolve_backbone, trunk_features
 from compactcortex.metrics import noise_corrected_r2, pearson_r
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def score(session, pred_test: np.ndarray) -> dict:
@@ -41,25 +38,23 @@ def score(session, pred_test: np.ndarray) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, default=REPO / ".." / "shared" / "data" / "v4")
+    ap.add_argument("--data", type=Path, default=common.DATA)
     ap.add_argument("--sessions", nargs="+", default=["210325", "190923", "201025"])
     ap.add_argument("--backbones", type=int, nargs="+", default=[100, 200])
     ap.add_argument("--readouts", nargs="+", default=["factorised", "ridge"])
     ap.add_argument("--members", type=int, default=4)
     ap.add_argument("--scratch-epochs", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "teachers.json")
+    ap.add_argument("--out", type=Path, default=common.RESULTS / "teachers.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    result = {"machine": platform.processor() or platform.machine(), "threads": args.threads,
+    result = {"machine": common.machine_name(), "threads": args.threads,
               "members": args.members, "rows": []}
 
     def record(row: dict) -> None:
         result["rows"].append(row)
         print(json.dumps(row), flush=True)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(args.out) as tmp:
-            tmp.write_text(json.dumps(result, indent=1))
+        common.write_json(args.out, result)
 
     for name in args.sessions:
         s = load_session(args.data, name)

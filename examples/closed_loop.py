@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 import compactcortex as cc
-from compactcortex.loop import loop_benchmark
+from compactcortex.stimulus_loop import loop_benchmark
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "v4"
 

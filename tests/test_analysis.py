@@ -11,10 +11,10 @@ from compactcortex.analysis import (cluster_filters, consolidation, filter_simil
                                     pointwise_input_rms, preferred_stimuli, save_gallery, surrogate_filters,
                                     unit_filters)
 from compactcortex.analysis.preferred import gaussian_blur, roll_each
-from compactcortex.data.images import procedural
-from compactcortex.models.teacher import to_tensor
+from compactcortex.data.procedural import procedural
+from compactcortex.models.image_tensor import to_tensor
 
-from conftest import random_model
+from helpers import random_model
 
 SMALL = (8, 8, 3, 3, 3)
 

@@ -7,8 +7,8 @@ import compactcortex as cc
 from compactcortex import _engine as E
 from compactcortex.compress import (channel_stats, channel_stats_torch, contribution_gram, prune_greedy,
                                     prune_layer, prune_paper, remove_filters, select_filters)
-from compactcortex.models.teacher import to_tensor
-from conftest import random_model
+from compactcortex.models.image_tensor import to_tensor
+from helpers import random_model
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,6 @@ def test_pruned_layer_reconstructs_threshold(layer, images):
     smaller, explained = prune_layer(model, layer, images, threshold)
     assert explained >= threshold and smaller.nums_filters[layer] < model.nums_filters[layer]
     # measure it in torch on the same images: pre-activation output of the reader, full vs kept-only
-    kept = set(range(model.nums_filters[layer])) - set()
     stats = channel_stats_torch(model, images)
     name = "readout" if layer == 4 else f"layer{layer + 1}"
     plan = cc.compile(model, drop_dead_channels=False)
@@ -117,8 +116,15 @@ def test_prune_paper_and_greedy(images):
     assert small.num_parameters() < model.num_parameters()
     assert hist[0].accuracy == pytest.approx(1.0)
     greedy, ghist = prune_greedy(model, images, accuracy, tolerance=0.02)
-    assert greedy.num_parameters() <= model.num_parameters()
     assert all(1.0 - h.accuracy < 0.02 for h in ghist)
+    # one filter removed per accepted step, and the history ends at the model returned
+    assert len(ghist) > 1, "this model has filters that cost < 2% of accuracy to remove"
+    for before, after in zip(ghist, ghist[1:]):
+        diff = np.subtract(before.nums_filters, after.nums_filters)
+        assert sorted(diff) == [0, 0, 0, 0, 1] and diff[after.layer] == 1
+        assert after.num_parameters < before.num_parameters
+    assert tuple(greedy.nums_filters) == tuple(ghist[-1].nums_filters)
+    assert accuracy(greedy) == pytest.approx(ghist[-1].accuracy, abs=1e-12)
 
 
 TINY = dict(filters=(4, 4, 3, 3, 3), population_steps=3, pool_size=32, batch=8, retrain_steps=2, teacher_members=1,

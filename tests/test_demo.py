@@ -1,5 +1,6 @@
 """The main job end to end (tiny sizes), its resume, and the data commands."""
 import json
+import time
 
 import numpy as np
 
@@ -8,7 +9,9 @@ from compactcortex.cli import main
 
 def test_demo_quick_and_resume(tmp_path, capsys):
     out = tmp_path / "demo"
+    t0 = time.perf_counter()
     assert main(["demo", "--quick", "--out", str(out)]) == 0
+    wall = time.perf_counter() - t0
     summary = json.loads((out / "summary.json").read_text())
     keys = {"teacher_params", "student_params", "compact_params", "r2er_teacher", "r2er_compact", "r_compact_vs_truth"}
     assert len(summary["neurons"]) == 2
@@ -16,7 +19,10 @@ def test_demo_quick_and_resume(tmp_path, capsys):
         assert keys <= set(row)
         assert row["compact_params"] <= row["student_params"] < row["teacher_params"]
         assert all(np.isfinite(row[k]) for k in keys)
-    assert summary["engine_speedup_vs_torch"] > 0 and summary["elapsed_s"] > 0
+    # what the summary says is what the report says, and the elapsed time is the run's own
+    report = (out / "report.md").read_text()
+    assert f"{summary['engine_speedup_vs_torch']:.1f}x" in report
+    assert 0 < summary["elapsed_s"] <= wall + 0.1
     for name in ("report.md", "accuracy_vs_params.png", "predicted_vs_measured.png", "layer0_filters.png"):
         assert (out / name).stat().st_size > 0
     plans = sorted((out / "models").glob("compact_n*.plan"))
@@ -29,10 +35,10 @@ def test_demo_quick_and_resume(tmp_path, capsys):
     assert {p.name: p.stat().st_mtime_ns for p in (out / "models").glob("*.safetensors")} == models_before
 
 
-def test_data_synth_writes_the_published_layout(tmp_path):
+def test_data_digital_writes_the_published_layout(tmp_path):
     from compactcortex.data import load_digital_population, load_session
 
-    assert main(["data", "synth", "--out", str(tmp_path), "--neurons", "3", "--images", "20", "--repeats", "4",
+    assert main(["data", "digital", "--out", str(tmp_path), "--neurons", "3", "--images", "20", "--repeats", "4",
                  "--min-repeats", "2"]) == 0
     s = load_session(tmp_path, "digital")
     assert s.images.shape == (20, 112, 112, 3) and s.raw.shape == (3, 20, 4)

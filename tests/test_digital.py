@@ -11,7 +11,10 @@ import pytest
 
 from compactcortex.data.digital import (CHANNEL_CLASS, CHANNELS, FEATURE_CLASSES, digital_population,
                                         load_digital_population, save_digital_population)
-from compactcortex.data.images import procedural
+from compactcortex.data import digital
+from compactcortex.data.procedural import procedural
+
+from helpers import RECORDED, response_statistics
 
 N_NEURONS, N_IMAGES, REPEATS, MIN_REPEATS, SEED = 16, 600, 8, 3, 3
 
@@ -82,19 +85,27 @@ def test_rates_plausible(pop):
     rate = pop.true_rates
     assert rate.shape == (N_NEURONS, N_IMAGES) and rate.dtype == np.float64
     assert np.isfinite(rate).all() and (rate > 0).all()
-    means = rate.mean(axis=1)
-    # V4-like: mean rates of ~0.5-10 spikes per 100 ms bin, peaks well below 500 Hz.
-    assert 0.3 < means.min() and means.max() < 12 and 1.5 < np.median(means) < 8
-    assert rate.max() < 50
-    assert (rate.max(axis=1) > 1.5 * means).all(), "every neuron is modulated by the images"
+    # By construction (data/digital.py, step 4) the mean rate on the calibration images is each
+    # neuron's target: 0.5-1.5 spikes per 100 ms for the sparse neurons, 1.5-6 for the others.
+    calibration = procedural(digital._CALIBRATION_IMAGES, SEED, start=digital._CALIBRATION_START)
+    target = pop.rates(calibration).mean(axis=1)
+    assert target.min() >= 0.5 * (1 - 1e-5) and target.max() <= 6.0 * (1 + 1e-5)
+    # On other images: mean rates within the range of the recorded neurons' (helpers.RECORDED),
+    # and every neuron modulated at least as much as the least modulated recorded one.
+    stats = response_statistics(rate)
+    assert min(RECORDED["mean_rate_min"]) <= stats["mean_rate_min"]
+    assert stats["mean_rate_max"] <= max(RECORDED["mean_rate_max"])
+    assert stats["peak_to_mean_min"] >= min(RECORDED["peak_to_mean_min"]), "every neuron is modulated by the images"
     np.testing.assert_array_equal(pop.rates(pop.session.images[:5]), rate[:, :5])
 
 
 def test_neurons_differ(pop):
     corr = np.corrcoef(pop.true_rates)[np.triu_indices(N_NEURONS, 1)]
-    assert np.median(np.abs(corr)) < 0.7
     assert corr.max() < 0.99, "no two neurons are copies"
-    assert (np.abs(corr) < 0.5).mean() > 0.3
+    # About as alike as recorded neurons (measured here: median |r| 0.14 against 0.11-0.13; 0.18
+    # for a 24-neuron population): at most twice.
+    assert response_statistics(pop.true_rates)["signal_correlation_abs_median"] < 2 * max(
+        RECORDED["signal_correlation_abs_median"])
     p = pop.parameters()
     assert p["weights"].shape == (N_NEURONS, len(CHANNELS)) and p["class_mix"].shape == (N_NEURONS, 4)
     np.testing.assert_allclose(p["class_mix"].sum(axis=1), 1.0)

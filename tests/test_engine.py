@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import compactcortex as cc
-from conftest import random_model, recentred, rel_err, torch_reference
+from helpers import random_model, recentred, rel_err, torch_reference
 
 FILTER_CHOICES = [1, 2, 3, 7, 16, 48, 100]
 

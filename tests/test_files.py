@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import compactcortex as cc
-from conftest import random_model, recentred
+from helpers import random_model, recentred
 
 
 def test_model_roundtrip(tmp_path):

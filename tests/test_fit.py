@@ -1,4 +1,6 @@
 """Teacher fitting, active learning and distillation: small runs, determinism and resume."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -6,7 +8,7 @@ import torch
 from compactcortex.data.session import Session
 from compactcortex.fit import TrainConfig, distill, fit_teacher, load_teacher, save_teacher, select_images
 from compactcortex.fit.active import disagreement
-from compactcortex.models.teacher import to_tensor
+from compactcortex.models.image_tensor import to_tensor
 
 
 @pytest.fixture(scope="module")
@@ -102,17 +104,21 @@ def test_first_step_on_a_wide_readout_stays_below_the_response_spread(session):
     x = stream(0)
     scale = float(torch.cat([teacher(stream(10**9 + i)) for i in range(4)]).std())
 
-    def first_step_change(readout_lr):
+    def after_one_step(readout_lr):
         torch.manual_seed(0)
         student = CompactModel((6, 6, 6, 6, 24))
         fine_tune(student, teacher, None, stream, 1, lr=1e-3, progress=False, init_bias=True,
                   readout_lr=readout_lr)
         student.train()  # batch statistics, as in the step itself (activations ~1, not the init's ~0)
         with torch.no_grad():
-            return float((student(x) - student.readout.bias).abs().max()) / scale
+            return student(x).double()
 
-    assert first_step_change(None) < 0.5
-    assert first_step_change(1e-3) > 2  # the same step at the body's rate: what the default avoids
+    # The readout is linear in its weights and Adam's first step moves them by -readout_lr * m/sqrt(v),
+    # the same direction whatever readout_lr, while the body's step does not depend on it: the outputs
+    # are affine in readout_lr. The default must sit at lr / sqrt(fan-in) on that line (fan-in 28*28*24).
+    still, full, default = after_one_step(0.0), after_one_step(1e-3), after_one_step(None)
+    torch.testing.assert_close(default - still, (full - still) / math.sqrt(28 * 28 * 24), rtol=1e-3, atol=1e-4 * scale)
+    assert float((full - still).abs().max()) > 0, "the readout moved"
 
 
 def patch_teacher(x):

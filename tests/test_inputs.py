@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import compactcortex as cc
-from conftest import random_model, recentred
+from helpers import random_model, recentred
 
 MEAN = np.asarray(cc.DATASET_MEAN, np.float32)
 

@@ -13,7 +13,7 @@ import torch
 
 import compactcortex as cc
 from compactcortex.models.keras_files import SharedCompactModel, shared_model_path
-from compactcortex.models.teacher import to_tensor
+from compactcortex.models.image_tensor import to_tensor
 
 # A clone of github.com/cowleygroup/V4_compact_models (its per-neuron .keras files are not in ../shared).
 AUTHORS = Path(os.environ.get("COMPACTCORTEX_AUTHORS_REPO", "/nonexistent"))

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import compactcortex as cc
-from conftest import random_model, recentred, torch_reference
+from helpers import random_model, recentred, torch_reference
 
 FILTERS = [(7, 5, 3, 2, 1), (1, 1, 1, 1, 1), (16, 48, 3, 7, 3), (48, 60, 3, 3, 3), (3, 100, 2, 16, 7)]
 

@@ -54,7 +54,7 @@ def _published_like_state(model):
 
 
 def test_loader_errors(tmp_path):
-    from conftest import random_model
+    from helpers import random_model
 
     with pytest.raises(ValueError, match="no such model file"):
         cc.load_published(tmp_path / "missing.pt")

@@ -12,7 +12,7 @@ from compactcortex.compress.surgery import remove_filters
 from compactcortex.models.compact import CompactModel
 from compactcortex.models.engine_backend import PARAM_NAMES
 
-from conftest import random_model
+from helpers import random_model
 
 ISAS = [i for i in _engine.available_isas() if i != "reference"]
 

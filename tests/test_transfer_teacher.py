@@ -10,7 +10,7 @@ from compactcortex.fit import load_teacher, save_teacher, select_images
 from compactcortex.fit.transfer import _RIDGE_ALPHAS, _ridge, fit_transfer_teacher, trunk_features
 from compactcortex.models.transfer import TransferTeacher, factorised_readout, trunk_of
 
-from conftest import random_model
+from helpers import random_model
 
 
 def _brute_ridge(x, y):

@@ -14,7 +14,8 @@ from .constants import DATASET_MEAN, IMAGE_SIZE
 from .engine.plan import Plan
 from .engine.population import PopulationPredictor
 from .engine.cuda import cuda_available, cuda_status
-from .engine.predictor import Predictor, available_isas
+from .engine.cpu import available_isas
+from .engine.predictor import Predictor
 
 # name -> module that defines it; those modules import torch.
 _LAZY = {

@@ -39,7 +39,7 @@ def random_published_like_model(nums_filters=PUBLISHED_FILTERS, seed: int = 0):
     return model.eval()
 
 
-def _median_seconds(fn: Callable[[], object], calls: int) -> float:
+def _seconds_per_call(fn: Callable[[], object], calls: int) -> float:
     t = time.perf_counter()
     for _ in range(calls):
         fn()
@@ -74,8 +74,8 @@ def compare_with_torch(model, plan: Plan, threads: int, batch: int, rounds: int,
     calls = max(1, 16 // batch)
     samples = {"engine": [], "torch_eager": []}
     for _ in tqdm(range(rounds), desc=f"threads={threads} batch={batch}", disable=not progress, leave=False):
-        samples["engine"].append(_median_seconds(lambda: pred.predict(x, out=out), calls))
-        samples["torch_eager"].append(_median_seconds(run_torch, calls))
+        samples["engine"].append(_seconds_per_call(lambda: pred.predict(x, out=out), calls))
+        samples["torch_eager"].append(_seconds_per_call(run_torch, calls))
     ms = {k: float(np.median(v)) / batch * 1e3 for k, v in samples.items()}
     return {
         "threads": threads, "batch": batch, "isa": pred.isa,

@@ -12,7 +12,7 @@ __all__ = ["main"]
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from ._atomic import atomic_path
+    from .files import atomic_path
     from .data.image_files import read_images
     from .engine.predictor import Predictor
     from .model_files import load_plan
@@ -30,7 +30,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from . import __version__
-    from ._atomic import atomic_path
+    from .files import atomic_path
     from .bench import PUBLISHED_FILTERS, compare_with_torch, random_published_like_model
     from .engine.compile import compile
 
@@ -69,7 +69,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from ._atomic import atomic_path
+    from .files import atomic_path
     from .evaluate import evaluate_published
 
     res = evaluate_published(args.data, args.session, threads=args.threads)
@@ -114,7 +114,7 @@ QUICK_DEMO = dict(neurons=2, population=6, test_images=60, initial_images=40, lo
                   distill_steps=10, pool_size=64, batch=8, rounds=1, retrain_steps=4, final_steps=4, fresh_images=40)
 
 
-def _cmd_synth(args: argparse.Namespace) -> int:
+def _cmd_data_digital(args: argparse.Namespace) -> int:
     from .data.digital import digital_population, save_digital_population
 
     pop = digital_population(args.neurons, args.images, args.repeats, args.seed, min_repeats=args.min_repeats)
@@ -125,8 +125,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_loop_bench(args: argparse.Namespace) -> int:
-    from ._atomic import atomic_path
-    from .loop import loop_benchmark
+    from .files import atomic_path
+    from .stimulus_loop import loop_benchmark
 
     if args.data:
         from .models.published import load_published_session
@@ -146,9 +146,9 @@ def _cmd_loop_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_synth_stimuli(args: argparse.Namespace) -> int:
+def _cmd_preferred(args: argparse.Namespace) -> int:
     from .analysis import preferred_stimuli, save_gallery
-    from .data.images import procedural
+    from .data.procedural import procedural
 
     if args.model:
         from .models.compact import CompactModel
@@ -168,6 +168,28 @@ def _cmd_synth_stimuli(args: argparse.Namespace) -> int:
     for label, r, b in zip(labels, result.responses, result.pool_best):
         print(f"{label}: synthesised {np.array2string(r, precision=2)} vs best of {args.pool} pool images {b:.2f}")
     print(f"gallery -> {args.out}")
+    return 0
+
+
+def _cmd_consolidation(args: argparse.Namespace) -> int:
+    from .analysis import plot_consolidation, plot_filter_clusters, plot_filter_similarity
+    from .analysis.consolidation import NULLS, cluster_filters, filter_similarity, summarise
+    from .data.procedural import procedural
+    from .files import write_json
+    from .models.published import load_published_session
+
+    models = load_published_session(args.data, args.session)
+    images = procedural(args.images, seed=2) if args.images else None
+    out = Path(args.out)
+    sims = {kind: filter_similarity(models, kind) for kind in NULLS}
+    clusters = cluster_filters(models, args.k)
+    numbers = summarise(models, sims, clusters, images=images)
+    write_json(out / f"consolidation_{args.session}.json", numbers)
+    plot_filter_similarity(models, out / f"filter_similarity_{args.session}.png", similarities=list(sims.values()))
+    plot_filter_clusters(models, out / f"filter_clusters_{args.session}.png", clusters=clusters)
+    plot_consolidation(models, out / f"consolidation_{args.session}.png", images=images)
+    print(json.dumps(numbers, indent=1))
+    print(f"numbers and plots -> {out}")
     return 0
 
 
@@ -321,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     lb.set_defaults(fn=_cmd_loop_bench)
 
     st = sub.add_parser(
-        "synth", help="synthesise preferred stimuli (gradient ascent) and a PNG gallery",
+        "preferred", help="synthesise preferred stimuli (gradient ascent) and a PNG gallery",
         description="Synthesise images that drive each model hard: gradient ascent on the torch model with "
                     "jitter, blur, a norm bound and the valid pixel range, then rounded to uint8 and scored by "
                     "the engine (responses in the model's units, spike counts per 100 ms for the published "
@@ -335,11 +357,24 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--pool", type=int, default=500, help="procedural candidate images")
     st.add_argument("--from-pool", action="store_true", help="start from each neuron's best pool images")
     st.add_argument("--out", default="preferred_stimuli.png", help="gallery PNG")
-    st.set_defaults(fn=_cmd_synth_stimuli)
+    st.set_defaults(fn=_cmd_preferred)
+
+    cs = sub.add_parser(
+        "consolidation", help="analyse a session's published models: layer-0 filter sharing, layer-1 consolidation",
+        description="How much the published compact models of a session share: similarity of layer-0 filters "
+                    "across neurons against shuffled, phase-randomised and random surrogate filters, clusters of those filters, and the "
+                    "consolidation of layer 1 (participation ratio, effective rank; also weighted by the input "
+                    "RMS on procedural images). Writes OUT/consolidation_SESSION.json and three PNG plots.")
+    cs.add_argument("--data", default="../shared/data/v4", help="published V4 data folder")
+    cs.add_argument("--session", default="190923")
+    cs.add_argument("--k", type=int, default=16, help="clusters of layer-0 filters")
+    cs.add_argument("--images", type=int, default=32, help="procedural images for the input RMS (0: raw weights)")
+    cs.add_argument("--out", default="benchmarks/results", help="output folder")
+    cs.set_defaults(fn=_cmd_consolidation)
 
     da = sub.add_parser("data", help="data sets").add_subparsers(dest="data_command", required=True)
     sy = da.add_parser(
-        "synth", help="write a digital V4 population",
+        "digital", help="write a digital V4 population",
         description="Write a digital V4 population in the published data layout: OUT/images/images_NAME.zip "
                     "(PNG), OUT/responses_repeat_averaged and OUT/responses_raw (spike counts per 100 ms bin; "
                     "raw trials NaN-padded), and OUT/digital/NAME.json (the ground-truth neurons).")
@@ -350,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--min-repeats", type=int, default=None, help="fewest trials per image (default: all equal)")
     sy.add_argument("--seed", type=int, default=0)
     sy.add_argument("--name", default="digital", help="session name (default: digital)")
-    sy.set_defaults(fn=_cmd_synth)
+    sy.set_defaults(fn=_cmd_data_digital)
     return p
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import atomic_path
+from .files import atomic_path
 
 __all__ = ["DemoConfig", "run_demo"]
 
@@ -71,7 +71,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, progress: bool = Tr
 
     from .bench import compare_with_torch
     from .data.digital import digital_population, noise_ceiling
-    from .data.images import procedural
+    from .data.procedural import procedural
     from .data.session import Session
     from .engine.compile import compile
     from .engine.predictor import Predictor

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .engine.plan import FORMAT as PLAN_FORMAT
 from .engine.plan import Plan
+from .files import COMPACT_MODEL_FORMAT, PLAN_FORMAT, safetensors_format
 
 __all__ = ["load_plan"]
 
@@ -22,19 +22,12 @@ def load_plan(path: str | Path) -> Plan:
         from .models.published import load_published
 
         return compile(load_published(path))
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            fmt = (f.metadata() or {}).get("format")
-    except Exception as e:
-        raise ValueError(f"{path}: not a readable model file ({e})") from None
+    fmt = safetensors_format(path)
     if fmt == PLAN_FORMAT:
         return Plan.load(path)
     from .engine.compile import compile
-    from .models.compact import FORMAT as MODEL_FORMAT
     from .models.compact import CompactModel
 
-    if fmt == MODEL_FORMAT:
+    if fmt == COMPACT_MODEL_FORMAT:
         return compile(CompactModel.load(path))
     raise ValueError(f"{path}: unknown model format {fmt!r}")

@@ -2,33 +2,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._atomic import atomic_path
+from .plotting import pyplot, save_png
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
 
 __all__ = ["plot_accuracy_vs_params", "plot_predicted_vs_measured", "plot_layer0_filters", "plot_r_vs_params",
            "plot_closed_loop"]
 
 
-def _figure():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    _figure().close(fig)
-
-
-def plot_accuracy_vs_params(rows: list[dict], path: Path) -> None:
+def plot_accuracy_vs_params(rows: list[dict], path: Path) -> Figure:
     """R2_ER against parameter count (log) for teacher, student and compact model per neuron."""
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in rows:
         xs = [r["teacher_params"], r["student_params"], r["compact_params"]]
@@ -39,25 +28,25 @@ def plot_accuracy_vs_params(rows: list[dict], path: Path) -> None:
     ax.set_ylabel("R2_ER on held-out trials")
     ax.legend(frameon=False)
     ax.set_title("accuracy vs size per stage")
-    _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_predicted_vs_measured(neurons: list[int], predictions: list[np.ndarray], responses: np.ndarray,
-                               path: Path) -> None:
+                               path: Path) -> Figure:
     """Compact-model predictions against repeat-averaged responses (spike counts / 100 ms)."""
-    plt = _figure()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(neurons), figsize=(3.2 * len(neurons), 3.2), squeeze=False)
     for ax, k, p in zip(axes[0], neurons, predictions):
         ax.scatter(p, responses[k], s=6, alpha=0.5)
         ax.set_title(f"neuron {k}: r = {np.corrcoef(p, responses[k])[0, 1]:.2f}")
         ax.set_xlabel("compact model prediction")
         ax.set_ylabel("measured (spikes / 100 ms)")
-    _save(fig, path)
+    return save_png(fig, path)
 
 
-def plot_layer0_filters(models, neurons: list[int], path: Path, max_filters: int = 16) -> None:
+def plot_layer0_filters(models, neurons: list[int], path: Path, max_filters: int = 16) -> Figure:
     """Layer-0 filters of each compact model as small RGB images (each scaled to its own range)."""
-    plt = _figure()
+    plt = pyplot()
     cols = max_filters
     fig, axes = plt.subplots(len(models), cols, figsize=(cols * 0.6, len(models) * 0.7), squeeze=False)
     for row, (m, k) in zip(axes, zip(models, neurons)):
@@ -68,15 +57,15 @@ def plot_layer0_filters(models, neurons: list[int], path: Path, max_filters: int
                 f = w[j]
                 ax.imshow((f - f.min()) / max(np.ptp(f), 1e-12), interpolation="nearest")
         row[0].set_title(f"n{k}", fontsize=7, loc="left")
-    _save(fig, path)
+    return save_png(fig, path)
 
 
-def plot_r_vs_params(summary: dict, path: Path) -> None:
+def plot_r_vs_params(summary: dict, path: Path) -> Figure:
     """Three panels from a ``compress`` summary: r with the teacher against parameters (ours; the
     published sizes beside, at r = 1 with themselves, joined to ours); r with the recordings
     against parameters, ours and the teacher's (where recordings are on the same images); the
     distribution of compact / published parameters (or of compact parameters)."""
-    plt = _figure()
+    plt = pyplot()
     rows = summary["neurons"]
     fig, (ax, rx, hx) = plt.subplots(1, 3, figsize=(15, 4))
     val = lambda v: np.nan if v is None else v  # noqa: E731
@@ -112,16 +101,16 @@ def plot_r_vs_params(summary: dict, path: Path) -> None:
         hx.hist([r["compact_params"] for r in rows], bins=20, color="C0")
         hx.set_xlabel("compact parameters")
     hx.set_ylabel("neurons")
-    _save(fig, path)
+    return save_png(fig, path)
 
 
-def plot_closed_loop(runs: dict[str, list[list[dict]]], path: Path) -> None:
+def plot_closed_loop(runs: dict[str, list[list[dict]]], path: Path) -> Figure:
     """Median r2 with the ground truth against recorded images, one colour per selection rule.
 
     ``runs`` maps a rule (e.g. "active", "random") to one history per seed (the lists of
     :func:`~compactcortex.fit.closed_loop.closed_loop`); thin lines are seeds, thick their mean.
     """
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for (rule, histories), colour in zip(runs.items(), ("C0", "C1", "C2", "C3")):
         for h in histories:
@@ -133,4 +122,4 @@ def plot_closed_loop(runs: dict[str, list[list[dict]]], path: Path) -> None:
     ax.set_ylabel("median r$^2$ with the true rates (fresh images)")
     ax.set_title("closed loop in silico: teacher accuracy per round")
     ax.legend(frameon=False)
-    _save(fig, path)
+    return save_png(fig, path)

@@ -16,16 +16,12 @@ cosine, so a filter and its negative count as the same (batchnorm scale can flip
 """
 from __future__ import annotations
 
-import argparse
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from .._atomic import atomic_path
 
 __all__ = ["layer0_filters", "unit_filters", "surrogate_filters", "FilterSimilarity", "filter_similarity",
            "FilterClusters", "cluster_filters", "pointwise_input_rms", "consolidation", "summarise", "NULLS"]
@@ -229,7 +225,7 @@ def pointwise_input_rms(model, images: np.ndarray, layer: int = 1) -> np.ndarray
     """
     import torch
 
-    from ..models.teacher import to_tensor
+    from ..models.image_tensor import to_tensor
 
     captured: list[torch.Tensor] = []
     conv = getattr(model, f"layer{layer}_conv_point")
@@ -357,34 +353,3 @@ def _cluster_null(models: Sequence, kind: str, k: int, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     c = cluster_filters([surrogate_filters(f, kind, rng) for f in _filters(models)], k, seed)
     return {"model_counts": c.model_counts.tolist(), "mean_tightness": _mean_tightness(c)}
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Run the analysis on one published session: JSON numbers and PNG plots."""
-    from ..data.images import procedural
-    from ..models.published import load_published_session
-    from .plots import plot_consolidation, plot_filter_clusters, plot_filter_similarity
-
-    ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("--data", default="../shared/data/v4", help="published V4 data folder")
-    ap.add_argument("--session", default="190923")
-    ap.add_argument("--k", type=int, default=16, help="clusters of layer-0 filters")
-    ap.add_argument("--images", type=int, default=32, help="procedural images for the input RMS (0: raw weights)")
-    ap.add_argument("--out", default="benchmarks/results")
-    a = ap.parse_args(argv)
-    models = load_published_session(a.data, a.session)
-    images = procedural(a.images, seed=2) if a.images else None
-    out = Path(a.out)
-    sims = {kind: filter_similarity(models, kind) for kind in NULLS}
-    clusters = cluster_filters(models, a.k)
-    numbers = summarise(models, sims, clusters, images=images)
-    with atomic_path(out / f"consolidation_{a.session}.json") as tmp:
-        tmp.write_text(json.dumps(numbers, indent=1))
-    plot_filter_similarity(models, out / f"filter_similarity_{a.session}.png", similarities=list(sims.values()))
-    plot_filter_clusters(models, out / f"filter_clusters_{a.session}.png", clusters=clusters)
-    plot_consolidation(models, out / f"consolidation_{a.session}.png", images=images)
-    print(json.dumps(numbers, indent=1))
-
-
-if __name__ == "__main__":
-    main()

@@ -2,20 +2,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from ..report_plots import _figure, _save
+from ..plotting import pyplot, save_png
 from .consolidation import (NULLS, FilterClusters, FilterSimilarity, cluster_filters, consolidation, filter_similarity,
                             pointwise_input_rms)
 from .preferred import PreferredStimuli
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
 
 __all__ = ["save_gallery", "plot_filter_similarity", "plot_filter_clusters", "plot_consolidation"]
 
 
 def save_gallery(result: PreferredStimuli, path: str | Path, neurons: Sequence[int] | None = None,
-                 labels: Sequence[str] | None = None) -> None:
+                 labels: Sequence[str] | None = None) -> Figure:
     """One row per neuron: its synthesised images, then its best pool images when the result has them.
 
     Titles give the engine response (the model's output units, e.g. spikes per 100 ms).
@@ -24,7 +27,7 @@ def save_gallery(result: PreferredStimuli, path: str | Path, neurons: Sequence[i
         neurons: rows of ``result`` to show (default: all).
         labels: a label per row of ``result`` (default ``"neuron <row>"``).
     """
-    plt = _figure()
+    plt = pyplot()
     rows = list(range(len(result.images))) if neurons is None else list(neurons)
     n = result.images.shape[1]
     n_pool = 0 if result.pool_images is None else result.pool_images.shape[1]
@@ -40,7 +43,7 @@ def save_gallery(result: PreferredStimuli, path: str | Path, neurons: Sequence[i
             ax.set_xticks([])
             ax.set_yticks([])
         ax_row[0].set_ylabel(labels[i] if labels is not None else f"neuron {i}", fontsize=9)
-    _save(fig, Path(path))
+    return save_png(fig, path)
 
 
 def _rgb(filters: np.ndarray) -> np.ndarray:
@@ -50,13 +53,13 @@ def _rgb(filters: np.ndarray) -> np.ndarray:
 
 
 def plot_filter_similarity(models: Sequence, path: str | Path, seed: int = 0,
-                           similarities: Sequence[FilterSimilarity] | None = None) -> None:
+                           similarities: Sequence[FilterSimilarity] | None = None) -> Figure:
     """Matched similarity of layer-0 filter sets between models (heatmap) and against each null.
 
     ``similarities``: precomputed results, one per null kind (default: computed for :data:`NULLS`).
     """
     sims = list(similarities) if similarities is not None else [filter_similarity(models, k, seed) for k in NULLS]
-    plt = _figure()
+    plt = pyplot()
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     im = ax0.imshow(sims[0].matched, vmin=0, vmax=1, cmap="viridis")
     fig.colorbar(im, ax=ax0, fraction=0.046)
@@ -71,15 +74,15 @@ def plot_filter_similarity(models: Sequence, path: str | Path, seed: int = 0,
     ax1.set_xlabel("matched similarity per model pair")
     ax1.set_ylabel("model pairs")
     ax1.legend(frameon=False, fontsize=8)
-    _save(fig, Path(path))
+    return save_png(fig, path)
 
 
 def plot_filter_clusters(models: Sequence, path: str | Path, k: int = 16, seed: int = 0,
-                         clusters: FilterClusters | None = None) -> None:
+                         clusters: FilterClusters | None = None) -> Figure:
     """The k-means vocabulary of layer-0 filters: centroids, how many models use each, and usage per model."""
     c = clusters if clusters is not None else cluster_filters(models, k, seed)
     k = len(c.centroids)
-    plt = _figure()
+    plt = pyplot()
     fig = plt.figure(figsize=(max(8.0, 0.7 * k), 9))
     grid = fig.add_gridspec(3, k, height_ratios=[1, 1.5, 3])
     for j in range(k):
@@ -98,17 +101,17 @@ def plot_filter_clusters(models: Sequence, path: str | Path, k: int = 16, seed: 
     fig.colorbar(im, ax=heat, orientation="horizontal", fraction=0.05, label="filters in cluster")
     heat.set_xlabel("cluster (centroid shown above; grey = 0)")
     heat.set_ylabel("model")
-    _save(fig, Path(path))
+    return save_png(fig, path)
 
 
 def plot_consolidation(models: Sequence, path: str | Path, layers: Sequence[int] = (1, 2),
-                       images: np.ndarray | None = None) -> None:
+                       images: np.ndarray | None = None) -> Figure:
     """Per layer: effective fan-in of every pointwise output channel per model, top-3 share, one weight matrix.
 
     ``images`` (N, 112, 112, 3) uint8: weights are scaled by each input channel's RMS on them
     (:func:`~compactcortex.analysis.consolidation.pointwise_input_rms`); default raw weights.
     """
-    plt = _figure()
+    plt = pyplot()
     fig, axes = plt.subplots(len(layers), 3, figsize=(15, 3.8 * len(layers)), squeeze=False,
                              gridspec_kw={"width_ratios": [2.2, 1, 1.2]})
     for row, layer in zip(axes, layers):
@@ -137,4 +140,4 @@ def plot_consolidation(models: Sequence, path: str | Path, layers: Sequence[int]
         row[2].set_xlabel("input channel")
         row[2].set_ylabel("output channel")
     fig.tight_layout()
-    _save(fig, Path(path))
+    return save_png(fig, path)

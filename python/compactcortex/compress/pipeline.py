@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .._atomic import atomic_path
+from ..files import atomic_path
 from ..data.session import Session, load_session
 from ..models.compact import CompactModel
-from ..models.teacher import to_tensor
+from ..models.image_tensor import to_tensor
 
 __all__ = ["Recipe", "compress_session", "prune_and_retrain", "resolve_teacher_backbone", "DEFAULT_BACKBONE_FILTERS"]
 
@@ -183,7 +183,7 @@ def _load_teacher(spec: str, root: Path, session: Session, neurons: list[int], o
                   recipe: Recipe, published: dict[int, int], progress: bool, backbone: Path | None) -> _Teacher:
     from ..engine.population import PopulationPredictor
     from ..engine.predictor import Predictor
-    from ..fit.loop import TrainConfig
+    from ..fit.training import TrainConfig
     from ..fit.teacher import fit_teacher, load_teacher, save_teacher
 
     if spec == "published":

@@ -38,14 +38,15 @@ def channel_stats(model_or_plan, images: np.ndarray, threads: int | None = None)
     ``images``: (N,112,112,3) uint8 or recentred float32. Dead channels are kept (the indices
     match the model's filters). Returns ``{"layer1".."layer4", "readout": ChannelStats}``.
     """
+    from ..engine.cpu import channel_moments
+    from ..engine.frontend import default_threads
     from ..engine.plan import Plan
-    from ..engine.predictor import Predictor
 
     if not isinstance(model_or_plan, Plan):
         from ..engine.compile import compile
 
         model_or_plan = compile(model_or_plan, drop_dead_channels=False)
-    moments = Predictor(model_or_plan, threads=threads, layer0="direct")._engine.moments(images)
+    moments = channel_moments(model_or_plan, images, default_threads() if threads is None else threads)
     return {k: ChannelStats.from_moments(*moments[k]) for k in STAT_NAMES}
 
 
@@ -53,7 +54,7 @@ def channel_stats_torch(model, images: np.ndarray, batch: int = 32) -> dict[str,
     """The same statistics computed plainly in PyTorch (float64 accumulation): the reference."""
     import torch
 
-    from ..models.teacher import to_tensor
+    from ..models.image_tensor import to_tensor
 
     model = model.eval()
     acc = {k: [0, 0.0, 0.0] for k in STAT_NAMES}

@@ -2,7 +2,7 @@
 embedded digital V4 population."""
 from .digital import DigitalPopulation, digital_population, load_digital_population, save_digital_population
 from .image_files import read_images
-from .images import procedural
+from .procedural import procedural
 from .nwb import from_nwb
 from .session import Session, list_sessions, load_session, save_session
 

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .._atomic import atomic_path
+from ..files import atomic_path
 from ..constants import DATASET_MEAN, IMAGE_SIZE
-from .images import procedural
+from .procedural import procedural
 from .session import Session, load_session, save_session
 
 __all__ = ["DigitalPopulation", "ModelNeurons", "digital_population", "save_digital_population",

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._atomic import atomic_path
+from ..files import atomic_path
 from ..constants import IMAGE_SIZE
 from .image_files import IMAGE_SUFFIXES, read_images
 

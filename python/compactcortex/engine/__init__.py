@@ -1,6 +1,7 @@
-"""The compiled inference engine: Plans (folded weights) and Predictors."""
+"""The compiled inference engine: Plans (folded weights) and the predictor front ends."""
+from .cpu import available_isas
 from .plan import Plan
 from .population import PopulationPredictor
-from .predictor import Predictor, available_isas
+from .predictor import Predictor
 
 __all__ = ["Plan", "Predictor", "PopulationPredictor", "available_isas"]

@@ -22,12 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from .plan import Plan, as_plan
+from .frontend import as_plan, host_out, leading_dim, shared_mean
+from .plan import Plan
 
 __all__ = ["CudaPredictor", "cuda_available", "cuda_status"]
 
 _MODULE = "compactcortex._engine_cuda"
-_DTYPES = ("float32", "float64", "uint8")
 _status: str | None = None
 
 
@@ -91,17 +91,6 @@ def _is_torch(x: Any) -> bool:
     return type(x).__module__.split(".")[0] == "torch" and hasattr(x, "is_cuda")
 
 
-def _check_shape(shape: tuple, dtype_name: str) -> int:
-    if dtype_name not in _DTYPES:
-        raise TypeError(f"images: dtype must be float32 (recentred pixels), float64 or uint8 (raw "
-                        f"pixels 0-255), got {dtype_name}")
-    if len(shape) != 4 or not (shape[1:] == (112, 112, 3) or shape[1:] == (3, 112, 112)):
-        raise ValueError(f"images: expected shape (N,112,112,3) or (N,3,112,112), got {shape}")
-    if shape[0] == 0:
-        raise ValueError("images: empty batch (N = 0)")
-    return int(shape[0])
-
-
 class CudaPredictor:
     """Predict one compact model's, or a population's, responses on an NVIDIA GPU.
 
@@ -122,20 +111,19 @@ class CudaPredictor:
     def __init__(self, plan_or_plans: Any, device: int = 0, workspace_mb: float = 256) -> None:
         self._single = not isinstance(plan_or_plans, (list, tuple))
         plans = [as_plan(p) for p in ([plan_or_plans] if self._single else plan_or_plans)]
-        if not plans:
-            raise ValueError("CudaPredictor needs at least one model")
-        means = {p.mean for p in plans}
-        if len(means) > 1:
-            raise ValueError(f"all models must share one input mean, got {sorted(means)}")
+        mean = shared_mean(plans)
         if workspace_mb <= 0:
             raise ValueError(f"workspace_mb must be > 0, got {workspace_mb}")
         if not cuda_available():
             raise RuntimeError(f"the CUDA engine cannot run here: {cuda_status()}")
-        mod = _module()
         self.plans = plans
-        self._runner = mod.Runner(
-            [(p.nums_filters, p.w0, p.b0, list(p.dw), list(p.pw), list(p.pb), p.readout, p.readout_bias)
-             for p in plans], plans[0].mean, int(device), int(workspace_mb * (1 << 20)))
+        self._runner = _module().Runner([p.weights_tuple() for p in plans], mean, int(device),
+                                        int(workspace_mb * (1 << 20)))
+
+    # The front ends' backend interface (see compactcortex.engine.frontend).
+    isa = "cuda"
+    threads = 0
+    layer0 = "direct"
 
     @property
     def plan(self) -> Plan:
@@ -190,14 +178,9 @@ class CudaPredictor:
             images = images.detach().cpu().resolve_conj().resolve_neg().numpy()
         if not isinstance(images, np.ndarray):
             raise TypeError(f"images must be a numpy array or torch tensor, got {type(images).__name__}")
-        n = _check_shape(tuple(images.shape), images.dtype.name)
+        n = leading_dim(images)
         images = np.ascontiguousarray(images)
-        shape = (n,) if self._single else (n, self.num_models)
-        if out is None:
-            out = np.empty(shape, np.float32)
-        elif not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == shape
-                  and out.flags.c_contiguous and out.flags.writeable):
-            raise ValueError(f"out must be a writeable, C-contiguous float32 numpy array of shape {shape}")
+        out = host_out(out, (n,) if self._single else (n, self.num_models))
         bad = self._runner.predict_host(images, out, check_finite)
         _raise_bad(bad)
         return out
@@ -210,7 +193,7 @@ class CudaPredictor:
         x = x.detach()
         if x.device.index != self.device:
             raise ValueError(f"images are on {x.device}, the predictor on cuda:{self.device}")
-        n = _check_shape(tuple(x.shape), str(x.dtype).removeprefix("torch."))
+        n = leading_dim(x)
         shape = (n,) if self._single else (n, self.num_models)
         if out is None:
             out = torch.empty(shape, dtype=torch.float32, device=x.device)

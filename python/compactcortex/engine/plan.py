@@ -11,34 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .._atomic import atomic_path
+from ..files import PLAN_FORMAT, atomic_path, read_safetensors_meta
 from ..constants import DATASET_MEAN, MAP_SIZE
 
-__all__ = ["Plan", "as_plan", "read_safetensors_meta"]
-
-FORMAT = "compactcortex.Plan/1"
-
-
-def read_safetensors_meta(path: str | Path, expected_format: str | tuple[str, ...]) -> dict:
-    """The metadata of a safetensors file, checking its ``format`` entry.
-
-    Raises ValueError for a missing, truncated or foreign file.
-    """
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file")
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            meta = f.metadata() or {}
-    except Exception as e:
-        raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
-    formats = (expected_format,) if isinstance(expected_format, str) else expected_format
-    if meta.get("format") not in formats:
-        raise ValueError(f"{path}: expected a {' or '.join(formats)} file, found format "
-                         f"{meta.get('format')!r}")
-    return meta
+__all__ = ["Plan"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,6 +73,11 @@ class Plan:
         names = ["w0", "b0", "readout"] + [f"{p}{i}" for p in ("dw", "pw", "pb") for i in range(1, 5)]
         return {k: self._get(k) for k in names}
 
+    def weights_tuple(self) -> tuple:
+        """(nums_filters, w0, b0, dw, pw, pb, readout, readout_bias): a model as the C++ bindings take it."""
+        return (self.nums_filters, self.w0, self.b0, list(self.dw), list(self.pw), list(self.pb), self.readout,
+                self.readout_bias)
+
     def num_parameters(self) -> int:
         """Number of weights the engine multiplies (batchnorm folded away)."""
         return sum(a.size for a in self.arrays().values()) + 1
@@ -114,7 +95,7 @@ class Plan:
         from safetensors.numpy import save_file
 
         meta = {
-            "format": FORMAT,
+            "format": PLAN_FORMAT,
             "nums_filters": json.dumps(list(self.nums_filters)),
             "readout_bias": repr(self.readout_bias),
             "mean": json.dumps(list(self.mean)),
@@ -128,7 +109,7 @@ class Plan:
         """Read a plan written by :meth:`save`. Raises ValueError naming the file and key."""
         from safetensors.numpy import load_file
 
-        meta = read_safetensors_meta(path, FORMAT)
+        meta = read_safetensors_meta(path, PLAN_FORMAT)
         try:
             n = json.loads(meta["nums_filters"])
             bias = float(meta["readout_bias"])
@@ -149,17 +130,6 @@ class Plan:
             raise ValueError(f"{path}: missing array {e.args[0]!r}") from None
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
-
-
-def as_plan(model_or_plan) -> Plan:
-    """A Plan from a Plan, a path to a saved Plan, or a CompactModel (compiled; needs torch)."""
-    if isinstance(model_or_plan, Plan):
-        return model_or_plan
-    if isinstance(model_or_plan, (str, Path)):
-        return Plan.load(model_or_plan)
-    from .compile import compile
-
-    return compile(model_or_plan)
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Training: teachers, distillation into compact students, and fine-tuning after pruning."""
 from .active import disagreement, select_images
 from .distill import ImageStream, TargetPool, distill, distill_population, fine_tune
-from .loop import TrainConfig, train
+from .training import TrainConfig, train
 from .teacher import fit_teacher, load_teacher, save_teacher
 from .transfer import fit_transfer_teacher
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .._atomic import atomic_path
+from ..files import atomic_path
 
 __all__ = ["save_checkpoint", "load_checkpoint"]
 

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from .._atomic import atomic_path
+from ..files import atomic_path
 from ..data.session import Session
 from .active import select_images
 

@@ -10,7 +10,7 @@ import torch
 from tqdm import tqdm
 
 from ..models.compact import CompactModel
-from ..models.teacher import to_tensor
+from ..models.image_tensor import to_tensor
 from .checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = ["distill", "distill_population", "teacher_targets", "fine_tune", "ImageStream", "TargetPool"]
@@ -40,7 +40,7 @@ class ImageStream:
     """Deterministic training images: the given images (randomly shifted) mixed with procedural ones.
 
     Batch ``step`` depends only on (seed, step), so a resumed run sees the same images.
-    ``procedural_fraction`` of each batch comes from :func:`compactcortex.data.images.procedural`.
+    ``procedural_fraction`` of each batch comes from :func:`compactcortex.data.procedural.procedural`.
     """
 
     def __init__(self, images: np.ndarray | None, batch: int, procedural_fraction: float, seed: int,
@@ -55,7 +55,7 @@ class ImageStream:
 
     def raw(self, step: int) -> np.ndarray:
         """Batch ``step`` as uint8 images (batch, 112, 112, 3)."""
-        from ..data.images import procedural
+        from ..data.procedural import procedural
 
         rng = np.random.default_rng([self.seed, step])
         n_proc = int(round(self.batch * self.frac))
@@ -102,7 +102,7 @@ class TargetPool:
                 chunks.append(y.reshape(len(y), -1).numpy())
             targets = np.concatenate(chunks).astype(np.float32)
             if cache is not None:
-                from .._atomic import atomic_path
+                from ..files import atomic_path
 
                 with atomic_path(cache) as tmp, open(tmp, "wb") as f:
                     np.save(f, targets)

@@ -13,16 +13,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .._atomic import atomic_path
+from ..files import ENSEMBLE_FORMAT, TRANSFER_TEACHER_FORMAT, atomic_path, read_safetensors_meta
 from ..data.session import Session
-from ..models.teacher import Ensemble, TeacherCNN, to_tensor
+from ..models.teacher import Ensemble, TeacherCNN
+from ..models.image_tensor import to_tensor
 from ..models.transfer import TransferTeacher, empty_trunk
-from .loop import TrainConfig, train
+from .training import TrainConfig, train
 
 __all__ = ["fit_teacher", "save_teacher", "load_teacher"]
 
-FORMAT = "compactcortex.Ensemble/1"
-TRANSFER_FORMAT = "compactcortex.TransferTeacher/1"
 
 
 def fit_teacher(
@@ -95,12 +94,12 @@ def save_teacher(teacher: Ensemble | TransferTeacher, path: str | Path) -> None:
 
     if isinstance(teacher, TransferTeacher):
         t = teacher.trunk
-        meta = {"format": TRANSFER_FORMAT, "n_members": str(teacher.num_members), "n_neurons": str(teacher.num_neurons),
+        meta = {"format": TRANSFER_TEACHER_FORMAT, "n_members": str(teacher.num_members), "n_neurons": str(teacher.num_neurons),
                 "readout": teacher.readout_kind, "pool": str(teacher.pool), "nums_filters": json.dumps(list(t.nums_filters)),
                 "bn_eps": json.dumps(list(t.bn_eps)), "trunk_dtype": str(next(t.parameters()).dtype).removeprefix("torch."),
                 "provenance": json.dumps(t.provenance)}
     else:
-        meta = {"format": FORMAT, "n_members": str(len(teacher.members)), "n_neurons": str(teacher.num_neurons)}
+        meta = {"format": ENSEMBLE_FORMAT, "n_members": str(len(teacher.members)), "n_neurons": str(teacher.num_neurons)}
     with atomic_path(path) as tmp:
         save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, str(tmp), metadata=meta)
 
@@ -109,12 +108,11 @@ def load_teacher(path: str | Path) -> Ensemble | TransferTeacher:
     """Load a teacher written by :func:`save_teacher`. Raises ValueError for a foreign file."""
     from safetensors.torch import load_file
 
-    from ..engine.plan import read_safetensors_meta
 
-    meta = read_safetensors_meta(path, (FORMAT, TRANSFER_FORMAT))
+    meta = read_safetensors_meta(path, (ENSEMBLE_FORMAT, TRANSFER_TEACHER_FORMAT))
     try:
         members, n = int(meta["n_members"]), int(meta["n_neurons"])
-        if meta["format"] == FORMAT:
+        if meta["format"] == ENSEMBLE_FORMAT:
             teacher = Ensemble([TeacherCNN(n) for _ in range(members)])
         else:
             trunk = empty_trunk(json.loads(meta["nums_filters"]), json.loads(meta["bn_eps"]),

@@ -14,8 +14,8 @@ from tqdm import tqdm
 from ..constants import MAP_SIZE
 from ..data.session import Session
 from ..models.compact import CompactModel
-from ..models.teacher import to_tensor
-from ..models.transfer import TransferTeacher, factorised_readout, trunk_of
+from ..models.image_tensor import to_tensor
+from ..models.transfer import TransferTeacher, trunk_of
 from .checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = ["fit_transfer_teacher", "resolve_backbone", "trunk_features"]

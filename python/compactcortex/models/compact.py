@@ -10,12 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._atomic import atomic_path
+from ..files import COMPACT_MODEL_FORMAT, atomic_path, read_safetensors_meta
 from ..constants import DATASET_MEAN, IMAGE_SIZE, MAP_SIZE
 
 __all__ = ["CompactModel", "DATASET_MEAN"]
 
-FORMAT = "compactcortex.CompactModel/1"
 # Keras BatchNormalization epsilon, the default for our own models.
 KERAS_BN_EPS = 1e-3
 
@@ -190,7 +189,7 @@ class CompactModel(nn.Module):
         from safetensors.torch import save_file
 
         meta = {
-            "format": FORMAT,
+            "format": COMPACT_MODEL_FORMAT,
             "nums_filters": json.dumps(list(self.nums_filters)),
             "bn_eps": json.dumps(list(self.bn_eps)),
             "mean": json.dumps(list(self.mean)),
@@ -206,9 +205,8 @@ class CompactModel(nn.Module):
         """Load a model written by :meth:`save`. Raises ValueError naming the file and key."""
         from safetensors import safe_open
 
-        from ..engine.plan import read_safetensors_meta
 
-        meta = read_safetensors_meta(path, FORMAT)
+        meta = read_safetensors_meta(path, COMPACT_MODEL_FORMAT)
         try:
             n = json.loads(meta["nums_filters"])
             eps = json.loads(meta["bn_eps"])

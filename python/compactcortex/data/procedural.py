@@ -48,6 +48,7 @@ _SHAPE_PARAMS = 11
 
 _S = IMAGE_SIZE
 _BANK_SIZE = 16  # textures in the bank
+TEXTURE_EXPONENTS = (0.75, 1.35)  # range of the textures' amplitude-spectrum exponents a (f**-a)
 _PERIOD = 256  # side of each periodic bank texture, px
 _DOT_BOX = 16  # dots are drawn in a box of this side around their centre
 _CHUNK = 16  # images rendered at a time (fastest here: fits the CPU caches)
@@ -100,7 +101,7 @@ def _texture_bank(seed: int) -> np.ndarray:
     f = np.hypot(fy, fx)
     f[0, 0] = np.inf  # no DC
     theta = np.arctan2(fy, fx)
-    exponents = np.linspace(0.75, 1.35, _BANK_SIZE)
+    exponents = np.linspace(*TEXTURE_EXPONENTS, _BANK_SIZE)
     bank = np.empty((_BANK_SIZE, _PERIOD + _S - 1, _PERIOD + _S - 1), np.float32)
     for k in range(_BANK_SIZE):
         amp = f ** -exponents[k]

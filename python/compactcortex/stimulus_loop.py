@@ -145,7 +145,7 @@ def largest_pool(predict, deadline_s: float, trials: int = 5, seed: int = 0, sta
     Pool sizes double from ``start`` until the deadline is missed, then bisect (to ~6%), each
     size measured over ``trials`` trials of fresh procedural images.
     """
-    from .data.images import procedural
+    from .data.procedural import procedural
 
     def meets(size: int) -> bool:
         pools = [procedural(size, seed, start=t * size) for t in range(trials)]
@@ -168,7 +168,7 @@ def torch_predictor(models: Sequence[Any], threads: int):
     """
     import torch
 
-    from .models.teacher import to_tensor
+    from .models.image_tensor import to_tensor
 
     torch.set_num_threads(threads)
     models = [m.float().eval() for m in models]
@@ -188,7 +188,7 @@ def loop_benchmark(models: Sequence[Any], rate_hz: float = 2.0, pool: int = 16, 
     Per runner: latency percentiles and missed deadlines with ``pool`` candidates per trial, and
     the largest pool that meets the deadline at p99 (:func:`largest_pool`).
     """
-    from .data.images import procedural
+    from .data.procedural import procedural
 
     deadline = 1.0 / rate_hz
     pools = [procedural(pool, 1, start=t * pool) for t in range(trials)]

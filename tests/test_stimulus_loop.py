@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import compactcortex as cc
-from compactcortex.loop import LoopPredictor, most_informative, top_k
-from conftest import random_model
+from compactcortex.stimulus_loop import LoopPredictor, most_informative, top_k
+from helpers import random_model
 
 
 @pytest.fixture(scope="module")

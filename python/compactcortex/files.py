@@ -1,0 +1,87 @@
+"""The package's files, in one room: atomic writes, JSON results and the safetensors formats.
+
+Torch-free, so that `engine` (Plans) and `models` (CompactModels, teachers) both build on it
+without importing each other. Every file the package writes goes through :func:`atomic_path`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+__all__ = ["PLAN_FORMAT", "COMPACT_MODEL_FORMAT", "ENSEMBLE_FORMAT", "TRANSFER_TEACHER_FORMAT",
+           "atomic_path", "write_json", "safetensors_format", "read_safetensors_meta"]
+
+# The ``format`` metadata entry of each safetensors file the package writes.
+PLAN_FORMAT = "compactcortex.Plan/1"
+COMPACT_MODEL_FORMAT = "compactcortex.CompactModel/1"
+ENSEMBLE_FORMAT = "compactcortex.Ensemble/1"
+TRANSFER_TEACHER_FORMAT = "compactcortex.TransferTeacher/1"
+
+# mkstemp creates 0600 files; give results the permissions an ordinary open() would (0666 & ~umask).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path in the target's folder; on success it replaces ``path``.
+
+    A crash or exception leaves any existing file at ``path`` untouched.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # writers may have recreated the file
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON, atomically; returns the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1))
+    return Path(path)
+
+
+def safetensors_format(path: str | os.PathLike) -> str | None:
+    """The ``format`` metadata entry of a safetensors file (None if it has none).
+
+    Raises ValueError for a missing or unreadable file.
+    """
+    return _metadata(Path(path)).get("format")
+
+
+def read_safetensors_meta(path: str | os.PathLike, expected_format: str | tuple[str, ...]) -> dict:
+    """The metadata of a safetensors file, checking its ``format`` entry.
+
+    Raises ValueError for a missing, truncated or foreign file.
+    """
+    path = Path(path)
+    meta = _metadata(path)
+    formats = (expected_format,) if isinstance(expected_format, str) else expected_format
+    if meta.get("format") not in formats:
+        raise ValueError(f"{path}: expected a {' or '.join(formats)} file, found format {meta.get('format')!r}")
+    return meta
+
+
+def _metadata(path: Path) -> dict:
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return f.metadata() or {}
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
