@@ -1,5 +1,4 @@
-// A model's arrays, as a caller holds them, into ModelWeights with every size checked. Free of
-// nanobind, so that the bindings (nb_inputs.hpp) and the CUDA emulation's C API share it.
+// Checked conversion of a model's arrays into ModelWeights, free of nanobind (emulate.cpp uses it).
 #pragma once
 #include <array>
 #include <cstddef>

@@ -1,6 +1,4 @@
-// The Python boundary shared by the CPU (_engine, training included) and CUDA (_engine_cuda)
-// bindings: model conversion, input and output checks, and the errors they raise. Errors name
-// the argument and what was expected; every shape and dtype check lives here.
+// The Python boundary of _engine and _engine_cuda: model conversion, input checks, errors.
 #pragma once
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
@@ -13,6 +11,8 @@
 
 #include "model_weights.hpp"
 
+// Every shape and dtype check of the bindings lives here; errors name the argument and what
+// was expected.
 namespace cc_nb {
 
 namespace nb = nanobind;

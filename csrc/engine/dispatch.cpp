@@ -1,5 +1,4 @@
-// ISA dispatch for the engine's and the training kernel tables: run-time CPU detection, and
-// stubs for the variants this build did not compile.
+// ISA dispatch: CPU detection for the engine and training tables, stubs for absent variants.
 #include <stdexcept>
 
 #include "engine.hpp"

@@ -1,5 +1,4 @@
-// The population scheduler: many models on the same images, (model, image chunk) work items
-// spread over the threads.
+// The population scheduler: (model, image chunk) work items of many models over the threads.
 #include "workspace.hpp"
 
 namespace cc {

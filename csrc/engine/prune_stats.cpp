@@ -1,5 +1,4 @@
-// Pruning statistics: the moments of each layer's depthwise output and of the readout's
-// per-channel contributions, gathered in one pass of the row pipeline.
+// Pruning statistics: moments of the depthwise outputs and of the readout's contributions.
 #include "workspace.hpp"
 
 namespace cc {

@@ -1,5 +1,4 @@
-// The single-model row pipeline: input fill, layers 0-1 through the ring buffer, layers 2-4 and
-// the readout, and predict's split of a batch over the threads.
+// The single-model row pipeline: input fill, layers 0-1 ring, layers 2-4 + readout, predict.
 #include <cmath>
 
 #include "workspace.hpp"

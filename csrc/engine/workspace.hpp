@@ -1,5 +1,4 @@
-// Private to the engine's .cpp files: the fixed map geometry, per-thread workspaces and the
-// per-thread pruning-statistics accumulator.
+// Engine internals shared by its .cpp files: map geometry, Workspace, StatsAcc, Buffer.
 #pragma once
 #include <algorithm>
 #include <array>

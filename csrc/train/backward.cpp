@@ -1,5 +1,4 @@
-// The training backward pass: the readout's gradients, then layer by layer (last first) the
-// batchnorm backward and the convolutions' weight and input gradients, band by band.
+// The training backward pass: readout, then per layer batchnorm and convolution gradients.
 #include <stdexcept>
 
 #include "workspace.hpp"

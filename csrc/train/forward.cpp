@@ -1,5 +1,4 @@
-// The training forward pass: convolutions band by band with their batch statistics, batchnorm
-// + ReLU, and the readout, keeping what backward needs on the Tape.
+// The training forward pass: convolutions with batch statistics, batchnorm + ReLU, readout.
 #include <cmath>
 #include <stdexcept>
 

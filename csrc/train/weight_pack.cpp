@@ -1,5 +1,4 @@
-// Training weight packing: a step's parameters (PyTorch's layouts, masked filters compacted
-// away) into the kernels' padded layouts, and the gradients back.
+// Training weight packing: parameters into the kernels' compact padded layouts, gradients back.
 #include "workspace.hpp"
 
 namespace cc {

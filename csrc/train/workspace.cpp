@@ -1,5 +1,4 @@
-// The Trainer and Tape objects: construction, the thread pool's image loop, and the batch
-// workspaces, allocated once per batch shape and reused from step to step.
+// The Trainer and Tape objects, the image loop and the reusable batch workspaces.
 #include <atomic>
 #include <stdexcept>
 

@@ -1,5 +1,4 @@
-// Private to the training driver's .cpp files: map geometry, the trainer's state, per-thread
-// scratch and batch workspaces, the Tape's state, and the row helpers forward and backward share.
+// Training-driver internals shared by its .cpp files: geometry, states, workspaces, row helpers.
 #pragma once
 #include <algorithm>
 #include <array>
