@@ -8,8 +8,6 @@
 #include <nanobind/stl/vector.h>
 
 #include <memory>
-#include <tuple>
-
 #include <string>
 
 #include "common/nb_inputs.hpp"
@@ -22,23 +20,19 @@ using namespace nb::literals;
 namespace {
 
 using cc_nb::as_batch;
+using cc_nb::check_out_shape;
 using cc_nb::FloatIn;
+using cc_nb::ModelTuple;
+using cc_nb::raise_if_bad;
 using cc_nb::to_weights;
 using FloatOut = nb::ndarray<float, nb::c_contig, nb::device::cpu>;
 using AnyIn = nb::ndarray<nb::device::cpu, nb::ro>;
 
+// nanobind raises std::invalid_argument (an unknown isa) as ValueError, std::runtime_error (one
+// this CPU or build lacks) as RuntimeError.
 const cc::KernelTable* kernels_for(const std::string& isa, int threads) {
     if (threads < 1) throw nb::value_error("threads must be >= 1");
-    try {
-        return cc::select_kernels(isa);
-    } catch (const std::invalid_argument& e) {
-        throw nb::value_error(e.what());
-    }
-}
-
-void raise_if_bad(int64_t bad) {
-    if (bad >= 0)
-        throw nb::value_error(("images: image " + std::to_string(bad) + " contains NaN or infinity").c_str());
+    return cc::select_kernels(isa);
 }
 
 class PyEngine {
@@ -47,15 +41,13 @@ public:
              std::vector<FloatIn> pw, std::vector<FloatIn> pb, FloatIn readout, float readout_bias,
              std::array<float, 3> mean, int threads, const std::string& isa, bool winograd) {
         const cc::KernelTable* k = kernels_for(isa, threads);
-        eng_.reset(new cc::Engine(to_weights(n, w0, b0, dw, pw, pb, readout, readout_bias), k, threads,
+        eng_.reset(new cc::Engine(to_weights({n, w0, b0, dw, pw, pb, readout, readout_bias}), k, threads,
                                   mean, winograd));
     }
 
     void predict(AnyIn images, FloatOut out) {
         const cc::ImageBatch b = as_batch(images);
-        if (out.ndim() != 1 || int64_t(out.shape(0)) != b.count)
-            throw nb::value_error(("out: expected a float32 array of shape (" +
-                                   std::to_string(b.count) + ",)").c_str());
+        check_out_shape(out, {b.count});
         int64_t bad;
         {
             nb::gil_scoped_release release;
@@ -98,29 +90,18 @@ private:
     std::unique_ptr<cc::Engine> eng_;
 };
 
-// Models as tuples (n, w0, b0, dw, pw, pb, readout, readout_bias), as Plan gives them.
-using ModelTuple = std::tuple<std::array<int, 5>, FloatIn, FloatIn, std::vector<FloatIn>,
-                              std::vector<FloatIn>, std::vector<FloatIn>, FloatIn, float>;
-
 class PyPopulation {
 public:
     PyPopulation(const std::vector<ModelTuple>& models, std::array<float, 3> mean, int threads,
                  const std::string& isa, bool winograd) {
         if (models.empty()) throw nb::value_error("a population needs at least one model");
         const cc::KernelTable* k = kernels_for(isa, threads);
-        std::vector<cc::ModelWeights> w;
-        for (size_t i = 0; i < models.size(); ++i) {
-            const auto& [n, w0, b0, dw, pw, pb, readout, bias] = models[i];
-            w.push_back(to_weights(n, w0, b0, dw, pw, pb, readout, bias, "model " + std::to_string(i) + ": "));
-        }
-        eng_.reset(new cc::PopulationEngine(w, k, threads, mean, winograd));
+        eng_.reset(new cc::PopulationEngine(to_weights(models), k, threads, mean, winograd));
     }
 
     void predict(AnyIn images, FloatOut out) {
         const cc::ImageBatch b = as_batch(images);
-        if (out.ndim() != 2 || int64_t(out.shape(0)) != b.count || int(out.shape(1)) != eng_->models())
-            throw nb::value_error(("out: expected a float32 array of shape (" + std::to_string(b.count) +
-                                   ", " + std::to_string(eng_->models()) + ")").c_str());
+        check_out_shape(out, {b.count, eng_->models()});
         int64_t bad;
         {
             nb::gil_scoped_release release;
@@ -136,15 +117,6 @@ public:
 private:
     std::unique_ptr<cc::PopulationEngine> eng_;
 };
-
-// Direct, unchecked access to one kernel of one table: for the tests against the reference only.
-const cc::KernelTable* table(const std::string& isa) {
-    try {
-        return cc::select_kernels(isa);
-    } catch (const std::invalid_argument& e) {
-        throw nb::value_error(e.what());
-    }
-}
 
 }  // namespace
 
@@ -181,12 +153,15 @@ NB_MODULE(_engine, m) {
     m.def("available_isas", &cc::available_isas,
           "Kernel variants this CPU and build can run (the first is what 'auto' picks, except "
           "emu512, which only exists to test the 16-wide code on AVX2 machines).");
-    m.def("vector_width", [](const std::string& isa) { return table(isa)->width; }, "isa"_a);
+    m.def("vector_width", [](const std::string& isa) { return cc::select_kernels(isa)->width; }, "isa"_a);
+    m.def("_wino0_scratch_floats", &cc::wino0_scratch_floats, "wout"_a, "width"_a,
+          "Floats of scratch that _kernel_wino0_band needs for Wout output pixels at this vector width.");
 
+    // Direct, unchecked access to one kernel of one table: for the tests against the reference only.
     m.def("_kernel_conv0_row",
           [](const std::string& isa, FloatIn in, int64_t S, int Wout, FloatIn w, FloatIn b, int Cp,
              FloatOut out) {
-              table(isa)->conv0_row(in.data(), S, Wout, w.data(), b.data(), Cp, out.data());
+              cc::select_kernels(isa)->conv0_row(in.data(), S, Wout, w.data(), b.data(), Cp, out.data());
           },
           "isa"_a, "inp"_a, "S"_a, "Wout"_a, "w"_a, "b"_a, "Cp"_a, "out"_a);
     m.def("_kernel_wino0_band",
@@ -194,25 +169,25 @@ NB_MODULE(_engine, m) {
              FloatOut out, FloatOut scratch) {
               float* rows[4];
               for (int p = 0; p < 4; ++p) rows[p] = out.data() + size_t(p) * Wout * Cp;
-              table(isa)->wino0_band(in.data(), S, Wout, V.data(), b.data(), Cp, rows, scratch.data());
+              cc::select_kernels(isa)->wino0_band(in.data(), S, Wout, V.data(), b.data(), Cp, rows, scratch.data());
           },
           "isa"_a, "inp"_a, "S"_a, "Wout"_a, "V"_a, "b"_a, "Cp"_a, "out"_a, "scratch"_a);
     m.def("_kernel_gram_row",
           [](const std::string& isa, FloatIn a, int M, int lda, int n, FloatOut G, int ldg,
-             FloatOut sums) { table(isa)->gram_row(a.data(), M, lda, n, G.data(), ldg, sums.data()); },
+             FloatOut sums) { cc::select_kernels(isa)->gram_row(a.data(), M, lda, n, G.data(), ldg, sums.data()); },
           "isa"_a, "a"_a, "M"_a, "lda"_a, "n"_a, "G"_a, "ldg"_a, "sums"_a);
     m.def("_kernel_dw_row",
           [](const std::string& isa, FloatIn rows, int64_t row_stride, int s, int Wout, FloatIn dw,
              int Cp, FloatOut tmp) {
               const float* r[5];
               for (int i = 0; i < 5; ++i) r[i] = rows.data() + i * row_stride;
-              table(isa)->dw_row(r, s, Wout, dw.data(), Cp, tmp.data());
+              cc::select_kernels(isa)->dw_row(r, s, Wout, dw.data(), Cp, tmp.data());
           },
           "isa"_a, "rows"_a, "row_stride"_a, "s"_a, "Wout"_a, "dw"_a, "Cp"_a, "tmp"_a);
     m.def("_kernel_pw_row",
           [](const std::string& isa, FloatIn a, int M, int K, int lda, FloatIn B, FloatIn b, int Np,
              FloatOut out, int64_t ldo) {
-              table(isa)->pw_row(a.data(), M, K, lda, B.data(), b.data(), Np, out.data(), ldo);
+              cc::select_kernels(isa)->pw_row(a.data(), M, K, lda, B.data(), b.data(), Np, out.data(), ldo);
           },
           "isa"_a, "a"_a, "M"_a, "K"_a, "lda"_a, "B"_a, "b"_a, "Np"_a, "out"_a, "ldo"_a);
 }

@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -143,7 +144,7 @@ class Emulated:
         lib = ctypes.CDLL(str(lib_path))
         lib.ccemu_create.restype = ctypes.c_void_p
         lib.ccemu_create.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                                     ctypes.c_void_p, ctypes.c_longlong]
+                                     ctypes.c_void_p, ctypes.c_void_p, ctypes.c_longlong]
         lib.ccemu_predict.restype = ctypes.c_longlong
         lib.ccemu_predict.argtypes = ([ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int] + [ctypes.c_longlong] * 5
                                       + [ctypes.c_void_p, ctypes.c_int, ctypes.c_int])
@@ -161,16 +162,18 @@ class _EmuRunner:
         self.lib, self.m = lib, len(plans)
         n = np.array([p.nums_filters for p in plans], np.int32)
         keep = [n]
-        ptrs = (ctypes.c_void_p * (16 * len(plans)))()
+        ptrs = (ctypes.c_void_p * (15 * len(plans)))()
+        sizes = np.zeros(15 * len(plans), np.int64)
         for i, p in enumerate(plans):
             for j, a in enumerate([p.w0, p.b0, *p.dw, *p.pw, *p.pb, p.readout]):
                 a = np.ascontiguousarray(a, np.float32)
                 keep.append(a)
-                ptrs[i * 16 + j] = a.ctypes.data
+                ptrs[i * 15 + j] = a.ctypes.data
+                sizes[i * 15 + j] = a.size
         bias = np.array([p.readout_bias for p in plans], np.float32)
         mean = np.array(plans[0].mean, np.float32)
-        self.h = lib.ccemu_create(len(plans), n.ctypes.data, ptrs, bias.ctypes.data, mean.ctypes.data,
-                                  workspace_bytes)
+        self.h = lib.ccemu_create(len(plans), n.ctypes.data, ptrs, sizes.ctypes.data, bias.ctypes.data,
+                                  mean.ctypes.data, workspace_bytes)
         assert self.h, lib.ccemu_error().decode()
         self.max_pairs = lib.ccemu_max_pairs(self.h)
 
@@ -273,6 +276,16 @@ def test_emulated_nan_flag(emu):
     big[2] = x[1]
     rc, _ = run.predict(big)
     assert rc == 3
+
+
+def test_emulated_checks_model_arrays(emu):
+    """The C API converts models with the bindings' checks (csrc/common/model_weights.hpp)."""
+    good = lively_plan((3, 3, 3, 3, 3), seed=1)
+    fields = ("nums_filters", "w0", "b0", "dw", "pw", "pb", "readout", "readout_bias", "mean")
+    bad = SimpleNamespace(**{f: getattr(good, f) for f in fields})
+    bad.pw = (*good.pw[:2], good.pw[2][:2], good.pw[3])
+    with pytest.raises(AssertionError, match="model 1: pw3: expected 9 values, got 6"):
+        emu.runner([good, bad])
 
 
 def test_emulated_published_model(emu):

@@ -121,7 +121,7 @@ def test_wino0_band_matches_direct_convolution(isa, channels, wout):
     bp = np.zeros(Cp, np.float32)
     bp[:channels] = b
     out = np.full((4, wout, Cp), np.nan, np.float32)
-    scratch = np.zeros((wout + 4) * 3 * 8 + wout // 4 * 3 * 64 + 32 * width, np.float32)
+    scratch = np.zeros(E._wino0_scratch_floats(wout, width), np.float32)
     E._kernel_wino0_band(isa, inp, S, wout, V, bp, Cp, out.ravel(), scratch)
     wd = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(channels, 75))  # [c][ky][kx][ci]
     for p in range(4):

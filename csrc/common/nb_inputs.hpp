@@ -1,33 +1,65 @@
-// Input checks at the Python boundary, shared by the CPU (_engine) and CUDA (_engine_cuda)
-// bindings: errors name the argument and what was expected.
+// The Python boundary of _engine and _engine_cuda: model conversion, input checks, errors.
 #pragma once
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 
 #include <array>
+#include <cstdint>
 #include <string>
+#include <tuple>
 #include <vector>
 
-#include "model_types.hpp"
+#include "model_weights.hpp"
 
+// Every shape and dtype check of the bindings lives here; errors name the argument and what
+// was expected.
 namespace cc_nb {
 
 namespace nb = nanobind;
 
 using FloatIn = nb::ndarray<const float, nb::c_contig, nb::device::cpu, nb::ro>;
 
-inline std::vector<float> take(const FloatIn& a, size_t expect, const std::string& name) {
-    if (a.size() != expect)
-        throw nb::value_error((name + ": expected " + std::to_string(expect) + " values, got " +
-                               std::to_string(a.size())).c_str());
-    return std::vector<float>(a.data(), a.data() + a.size());
+// A model as a tuple (n, w0, b0, dw, pw, pb, readout, readout_bias), as Plan gives it.
+using ModelTuple = std::tuple<std::array<int, 5>, FloatIn, FloatIn, std::vector<FloatIn>,
+                              std::vector<FloatIn>, std::vector<FloatIn>, FloatIn, float>;
+
+// ValueError "<name>: expected <expect> <unit>, got <size>" unless `a` holds `expect` values.
+template <class A>
+void check_size(const A& a, int64_t expect, const std::string& name, const char* unit = "float32 values") {
+    cc::check_count(a.size(), size_t(expect), name, unit);
+}
+
+inline std::string dims_str(const std::vector<int64_t>& dims) {
+    std::string s = "(";
+    for (size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
+    return s + (dims.size() == 1 ? ",)" : ")");
 }
 
 template <class A>
 std::string shape_str(const A& a) {
-    std::string s = "(";
-    for (size_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
-    return s + (a.ndim() == 1 ? ",)" : ")");
+    std::vector<int64_t> dims;
+    for (size_t i = 0; i < a.ndim(); ++i) dims.push_back(int64_t(a.shape(i)));
+    return dims_str(dims);
+}
+
+// ValueError unless `out` has exactly the shape `dims`.
+template <class A>
+void check_out_shape(const A& out, const std::vector<int64_t>& dims) {
+    bool ok = out.ndim() == dims.size();
+    for (size_t i = 0; ok && i < dims.size(); ++i) ok = int64_t(out.shape(i)) == dims[i];
+    if (!ok) throw nb::value_error(("out: expected a float32 array of shape " + dims_str(dims)).c_str());
+}
+
+// ValueError unless `out` holds count x models float32 values, in any shape.
+template <class A>
+void check_out_size(const A& out, int64_t count, int models) {
+    check_size(out, count * models, "out", "float32 values (N x models)");
+}
+
+// The ValueError for the first image holding NaN or infinity (bad >= 0; -1: none).
+inline void raise_if_bad(int64_t bad) {
+    if (bad >= 0)
+        throw nb::value_error(("images: image " + std::to_string(bad) + " contains NaN or infinity").c_str());
 }
 
 // Interprets a 4-d array (CPU or CUDA) as NHWC (N,112,112,3) or NCHW (N,3,112,112).
@@ -57,28 +89,30 @@ cc::ImageBatch as_batch(const A& x) {
     return b;
 }
 
-// A Plan's arrays -> ModelWeights, every size checked; `prefix` starts each error ("model 3: ").
-inline cc::ModelWeights to_weights(std::array<int, 5> n, const FloatIn& w0, const FloatIn& b0,
-                                   const std::vector<FloatIn>& dw, const std::vector<FloatIn>& pw,
-                                   const std::vector<FloatIn>& pb, const FloatIn& readout,
-                                   float readout_bias, const std::string& prefix = "") {
-    for (int v : n)
-        if (v < 1) throw nb::value_error((prefix + "filter counts must all be >= 1").c_str());
-    if (dw.size() != 4 || pw.size() != 4 || pb.size() != 4)
-        throw nb::value_error((prefix + "dw, pw and pb must each hold 4 arrays (layers 1-4)").c_str());
-    cc::ModelWeights m;
-    m.n = n;
-    m.w0 = take(w0, size_t(n[0]) * 75, prefix + "w0");
-    m.b0 = take(b0, n[0], prefix + "b0");
-    for (int l = 0; l < 4; ++l) {
-        const std::string s = std::to_string(l + 1);
-        m.dw[l] = take(dw[l], size_t(n[l]) * 25, prefix + "dw" + s);
-        m.pw[l] = take(pw[l], size_t(n[l]) * n[l + 1], prefix + "pw" + s);
-        m.pb[l] = take(pb[l], n[l + 1], prefix + "pb" + s);
-    }
-    m.readout = take(readout, size_t(28 * 28) * n[4], prefix + "readout");
-    m.readout_bias = readout_bias;
-    return m;
+// The training input: N >= 1 recentred images (N, 3, 112, 112).
+template <class A>
+int64_t nchw_count(const A& x) {
+    if (x.ndim() != 4 || x.shape(1) != 3 || x.shape(2) != 112 || x.shape(3) != 112 || x.shape(0) == 0)
+        throw nb::value_error("x: expected a float32 array of shape (N, 3, 112, 112) with N >= 1");
+    return int64_t(x.shape(0));
+}
+
+// A model's arrays -> ModelWeights, every size checked; `prefix` starts each error ("model 3: ").
+inline cc::ModelWeights to_weights(const ModelTuple& t, const std::string& prefix = "") {
+    auto view = [](const FloatIn& a) { return cc::FloatView{a.data(), a.size()}; };
+    auto views = [&](const std::vector<FloatIn>& v) {
+        std::vector<cc::FloatView> out;
+        for (const FloatIn& a : v) out.push_back(view(a));
+        return out;
+    };
+    const auto& [n, w0, b0, dw, pw, pb, readout, bias] = t;
+    return cc::to_weights({n, view(w0), view(b0), views(dw), views(pw), views(pb), view(readout), bias}, prefix);
+}
+
+inline std::vector<cc::ModelWeights> to_weights(const std::vector<ModelTuple>& models) {
+    std::vector<cc::ModelWeights> w;
+    for (size_t i = 0; i < models.size(); ++i) w.push_back(to_weights(models[i], cc::model_prefix(i)));
+    return w;
 }
 
 }  // namespace cc_nb

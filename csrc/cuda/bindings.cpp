@@ -12,7 +12,6 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
-#include <tuple>
 #include <vector>
 
 #include "../common/nb_inputs.hpp"
@@ -24,26 +23,12 @@ using namespace nb::literals;
 namespace {
 
 using cc_nb::as_batch;
-using cc_nb::FloatIn;
-using cc_nb::shape_str;
-using ModelTuple = std::tuple<std::array<int, 5>, FloatIn, FloatIn, std::vector<FloatIn>,
-                              std::vector<FloatIn>, std::vector<FloatIn>, FloatIn, float>;
+using cc_nb::check_out_size;
+using cc_nb::ModelTuple;
 using CudaIn = nb::ndarray<nb::device::cuda, nb::ro>;
 using CudaOut = nb::ndarray<float, nb::device::cuda, nb::c_contig>;
 using HostIn = nb::ndarray<nb::device::cpu, nb::ro, nb::c_contig>;
 using HostOut = nb::ndarray<float, nb::device::cpu, nb::c_contig>;
-
-template <class A>
-void check_out(const A& out, int64_t n, int models) {
-    if (int64_t(out.size()) != n * models)
-        throw nb::value_error(("out: expected " + std::to_string(n * models) +
-                               " float32 values (N x models), got " + std::to_string(out.size())).c_str());
-}
-
-void raise_bad(int64_t bad) {
-    if (bad >= 0)
-        throw nb::value_error(("images: image " + std::to_string(bad) + " contains NaN or infinity").c_str());
-}
 
 class PyRunner {
 public:
@@ -57,18 +42,12 @@ public:
         if (device < 0 || device >= count)
             throw nb::value_error(("device " + std::to_string(device) + " does not exist (" +
                                    std::to_string(count) + " CUDA devices)").c_str());
-        std::vector<cc::ModelWeights> ws;
-        for (size_t i = 0; i < models.size(); ++i) {
-            const auto& [n, w0, b0, dw, pw, pb, readout, bias] = models[i];
-            ws.push_back(cc_nb::to_weights(n, w0, b0, dw, pw, pb, readout, bias,
-                                           "model " + std::to_string(i) + ": "));
-        }
-        r_.reset(new cc_cuda::Runner(ws, mean, device, size_t(workspace_bytes)));
+        r_.reset(new cc_cuda::Runner(cc_nb::to_weights(models), mean, device, size_t(workspace_bytes)));
     }
 
     int64_t predict_device(CudaIn images, CudaOut out, uintptr_t stream, bool check) {
         const cc::ImageBatch b = as_batch(images);
-        check_out(out, b.count, r_->num_models());
+        check_out_size(out, b.count, r_->num_models());
         if (images.device_id() != r_->device() || out.device_id() != r_->device())
             throw nb::value_error(("images and out must be on CUDA device " +
                                    std::to_string(r_->device()) + " (the predictor's), got " +
@@ -84,7 +63,7 @@ public:
 
     int64_t predict_host(HostIn images, HostOut out, bool check) {
         const cc::ImageBatch b = as_batch(images);
-        check_out(out, b.count, r_->num_models());
+        check_out_size(out, b.count, r_->num_models());
         int64_t bad;
         {
             nb::gil_scoped_release release;

@@ -6,6 +6,7 @@
 #define CC_CUDA_EMULATE 1
 #endif
 #include "runner.cu"
+#include "../common/model_weights.hpp"
 
 #include <cstring>
 #include <exception>
@@ -19,26 +20,22 @@ extern "C" {
 
 const char* ccemu_error() { return g_error.c_str(); }
 
-// n: models x 5 filter counts. arrays: per model 16 pointers w0, b0, dw1..4, pw1..4, pb1..4,
-// readout, unused; biases: per model the readout bias. Returns a runner or null (ccemu_error()).
-void* ccemu_create(int num_models, const int* n, const float* const* arrays, const float* biases,
-                   const float* mean, long long workspace_bytes) {
+// n: models x 5 filter counts. arrays, sizes: per model the 15 arrays w0, b0, dw1..4, pw1..4,
+// pb1..4, readout and their lengths in floats; biases: per model the readout bias. Returns a
+// runner, or null with ccemu_error() saying why (the bindings' checks and messages).
+void* ccemu_create(int num_models, const int* n, const float* const* arrays, const long long* sizes,
+                   const float* biases, const float* mean, long long workspace_bytes) {
     try {
-        std::vector<cc_cuda::ModelWeights> models(num_models);
+        std::vector<cc::ModelWeights> models;
         for (int i = 0; i < num_models; ++i) {
-            cc_cuda::ModelWeights& m = models[i];
-            for (int l = 0; l < 5; ++l) m.n[l] = n[i * 5 + l];
-            const float* const* a = arrays + i * 16;
-            auto take = [](const float* p, size_t count) { return std::vector<float>(p, p + count); };
-            m.w0 = take(a[0], size_t(m.n[0]) * 75);
-            m.b0 = take(a[1], m.n[0]);
-            for (int l = 0; l < 4; ++l) {
-                m.dw[l] = take(a[2 + l], size_t(m.n[l]) * 25);
-                m.pw[l] = take(a[6 + l], size_t(m.n[l]) * m.n[l + 1]);
-                m.pb[l] = take(a[10 + l], m.n[l + 1]);
-            }
-            m.readout = take(a[14], size_t(28 * 28) * m.n[4]);
-            m.readout_bias = biases[i];
+            auto a = [&](int j) { return cc::FloatView{arrays[i * 15 + j], size_t(sizes[i * 15 + j])}; };
+            const cc::ModelArrays m{{n[i * 5], n[i * 5 + 1], n[i * 5 + 2], n[i * 5 + 3], n[i * 5 + 4]},
+                                    a(0), a(1),
+                                    {a(2), a(3), a(4), a(5)},
+                                    {a(6), a(7), a(8), a(9)},
+                                    {a(10), a(11), a(12), a(13)},
+                                    a(14), biases[i]};
+            models.push_back(cc::to_weights(m, cc::model_prefix(i)));
         }
         return new cc_cuda::Runner(models, {mean[0], mean[1], mean[2]}, 0, size_t(workspace_bytes));
     } catch (const std::exception& e) {

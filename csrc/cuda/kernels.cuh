@@ -48,6 +48,20 @@ struct Chunk {
 
 __device__ __forceinline__ float relu(float v) { return v < 0.0f ? 0.0f : v; }  // keeps NaN
 
+// acc[j] += v * w[j] for j < N, reading w (16-byte aligned, N a multiple of 4) as float4.
+template <int N>
+__device__ __forceinline__ void axpy4(float (&acc)[N], float v, const float* w) {
+    const float4* w4 = reinterpret_cast<const float4*>(w);
+#pragma unroll
+    for (int q = 0; q < N / 4; ++q) {
+        const float4 x = w4[q];
+        acc[4 * q + 0] += v * x.x;
+        acc[4 * q + 1] += v * x.y;
+        acc[4 * q + 2] += v * x.z;
+        acc[4 * q + 3] += v * x.w;
+    }
+}
+
 // ---------------------------------------------------------------------------- prep
 
 template <typename T>
@@ -121,18 +135,8 @@ conv0_kernel(Chunk ch, const float* __restrict__ in, float* __restrict__ out, lo
 #pragma unroll
         for (int ky = 0; ky < 5; ++ky)
 #pragma unroll
-            for (int kx = 0; kx < 5; ++kx) {
-                const float v = s_in[ci][ty + ky][tx + kx];
-                const float4* w4 = reinterpret_cast<const float4*>(s_w[ci * 25 + ky * 5 + kx]);
-#pragma unroll
-                for (int q = 0; q < kC0Ch / 4; ++q) {
-                    const float4 w = w4[q];
-                    acc[4 * q + 0] += v * w.x;
-                    acc[4 * q + 1] += v * w.y;
-                    acc[4 * q + 2] += v * w.z;
-                    acc[4 * q + 3] += v * w.w;
-                }
-            }
+            for (int kx = 0; kx < 5; ++kx)
+                axpy4(acc, s_in[ci][ty + ky][tx + kx], s_w[ci * 25 + ky * 5 + kx]);
     float* o = out + pair * out_stride + (long long)cb0 * (kImg * kImg) + (ty0 + ty) * kImg + tx0 + tx;
 #pragma unroll
     for (int j = 0; j < kC0Ch; ++j)
@@ -206,18 +210,7 @@ dwpw_kernel(Chunk ch, int layer, const float* __restrict__ in, long long in_stri
             s_pw[kk][j] = kk < kc && ob0 + j < cout ? __ldg(pw + (k0 + kk) * cout + ob0 + j) : 0.0f;
         }
         __syncthreads();
-        for (int kk = 0; kk < kc; ++kk) {
-            const float v = s_dw[kk][pix];
-            const float4* w4 = reinterpret_cast<const float4*>(&s_pw[kk][grp * kDwOpt]);
-#pragma unroll
-            for (int q = 0; q < kDwOpt / 4; ++q) {
-                const float4 w = w4[q];
-                acc[4 * q + 0] += v * w.x;
-                acc[4 * q + 1] += v * w.y;
-                acc[4 * q + 2] += v * w.z;
-                acc[4 * q + 3] += v * w.w;
-            }
-        }
+        for (int kk = 0; kk < kc; ++kk) axpy4(acc, s_dw[kk][pix], &s_pw[kk][grp * kDwOpt]);
         __syncthreads();
     }
     if (p0 + pix < NPIX) {

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "kernels.cuh"
 
@@ -280,25 +281,17 @@ int64_t Runner::run(const ImageBatch& x, float* out, void* stream_ptr, bool chec
             src = static_cast<const unsigned char*>(x.data) + int64_t(i0) * x.sn * int64_t(esz);
         }
         const unsigned prep_blocks = unsigned((int64_t(icn) * kPrepFloats + 255) / 256);
+        // prep_kernel<T> for the batch's dtype: recentre raw uint8 pixels, take floats as they are.
+        auto prep = [&](auto* typed, int recentre) {
+            using T = std::remove_const_t<std::remove_pointer_t<decltype(typed)>>;
+            CC_CHECK(ccgpu::launch(prep_kernel<T>, dim3(prep_blocks), dim3(256), 0, stream, typed,
+                                   (long long)sn, (long long)x.sy, (long long)x.sx, (long long)x.sc, icn,
+                                   mean_[0], mean_[1], mean_[2], recentre, im.prep.p, im.flag.p, i0));
+        };
         switch (x.dtype) {
-            case DType::f32:
-                CC_CHECK(ccgpu::launch(prep_kernel<float>, dim3(prep_blocks), dim3(256), 0, stream,
-                          reinterpret_cast<const float*>(src), (long long)sn, (long long)x.sy,
-                          (long long)x.sx, (long long)x.sc, icn, mean_[0], mean_[1], mean_[2], 0,
-                          im.prep.p, im.flag.p, i0));
-                break;
-            case DType::f64:
-                CC_CHECK(ccgpu::launch(prep_kernel<double>, dim3(prep_blocks), dim3(256), 0, stream,
-                          reinterpret_cast<const double*>(src), (long long)sn, (long long)x.sy,
-                          (long long)x.sx, (long long)x.sc, icn, mean_[0], mean_[1], mean_[2], 0,
-                          im.prep.p, im.flag.p, i0));
-                break;
-            case DType::u8:
-                CC_CHECK(ccgpu::launch(prep_kernel<unsigned char>, dim3(prep_blocks), dim3(256), 0, stream,
-                          reinterpret_cast<const unsigned char*>(src), (long long)sn, (long long)x.sy,
-                          (long long)x.sx, (long long)x.sc, icn, mean_[0], mean_[1], mean_[2], 1,
-                          im.prep.p, im.flag.p, i0));
-                break;
+            case DType::f32: prep(reinterpret_cast<const float*>(src), 0); break;
+            case DType::f64: prep(reinterpret_cast<const double*>(src), 0); break;
+            case DType::u8: prep(reinterpret_cast<const unsigned char*>(src), 1); break;
         }
         CC_CHECK(cudaGetLastError());
         for (int m0 = 0; m0 < nm; m0 += mg) {

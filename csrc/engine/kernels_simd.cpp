@@ -77,7 +77,7 @@ void conv0_row(const float* in, std::ptrdiff_t S, int Wout, const float* w, cons
 // Per output pixel and channel: 12 multiply-adds in the transformed domain plus ~11 transform
 // operations, against 75 multiply-adds for the direct convolution. Interpolation points
 // 0, +-1, +-2, +-1/2 and infinity; the weight transform (G) is applied once, in double, when
-// the engine packs the weights (wino_pack in engine.cpp).
+// the engine packs the weights (wino_pack in weight_pack.cpp).
 typedef float v8 __attribute__((vector_size(32)));  // the 8 rows of a tile, whatever the ISA
 
 inline v8 load8(const float* p) { v8 v; __builtin_memcpy(&v, p, sizeof v); return v; }

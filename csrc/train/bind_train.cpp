@@ -13,6 +13,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "../common/nb_inputs.hpp"
 #include "trainer.hpp"
 
 namespace nb = nanobind;
@@ -21,18 +22,12 @@ using namespace nb::literals;
 namespace cc_nb {
 namespace {
 
-using FIn = nb::ndarray<const float, nb::c_contig, nb::device::cpu, nb::ro>;
+using FIn = FloatIn;
 using FOut = nb::ndarray<float, nb::c_contig, nb::device::cpu>;
 using IIn = nb::ndarray<const int32_t, nb::ndim<1>, nb::c_contig, nb::device::cpu, nb::ro>;
 namespace tr = cc::train;
 
 [[noreturn]] void fail(const std::string& msg) { throw nb::value_error(msg.c_str()); }
-
-template <class A>
-void check_size(const A& a, int64_t expect, const std::string& name) {
-    if (int64_t(a.size()) != expect)
-        fail(name + ": expected " + std::to_string(expect) + " float32 values, got " + std::to_string(a.size()));
-}
 
 class PyTrainer {
 public:
@@ -54,13 +49,9 @@ public:
                                       const std::vector<IIn>& active, std::array<float, 5> eps,
                                       float momentum, bool training, FOut out) {
         const auto& n = t_->filters();
-        if (x.ndim() != 4 || x.shape(1) != 3 || x.shape(2) != 112 || x.shape(3) != 112 || x.shape(0) == 0)
-            fail("x: expected a float32 array of shape (N, 3, 112, 112) with N >= 1");
-        const int64_t N = int64_t(x.shape(0));
+        const int64_t N = nchw_count(x);
         const int K = t_->outputs();
-        if (int64_t(out.size()) != N * K || out.shape(0) != size_t(N) || out.ndim() != (K == 1 ? 1 : 2))
-            fail("out: expected a float32 array of shape (" + std::to_string(N) +
-                 (K == 1 ? ",)" : ", " + std::to_string(K) + ")"));
+        check_out_shape(out, K == 1 ? std::vector<int64_t>{N} : std::vector<int64_t>{N, K});
         if (params.size() != size_t(tr::kParams)) fail("params: expected 26 arrays");
         if (running.size() != 10) fail("running: expected 10 arrays (mean and variance of layers 0-4)");
         if (active.size() != 5) fail("active: expected 5 index arrays");

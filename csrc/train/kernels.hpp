@@ -6,6 +6,7 @@
 // every weight. "Rows" are pixel rows of one image: pixel x, channel c at row[x*C + c].
 #pragma once
 #include <cstddef>
+#include <string>
 
 namespace cc {
 namespace train {
@@ -58,6 +59,10 @@ const TrainKernels* train_kernels_avx2();
 const TrainKernels* train_kernels_emu512();
 const TrainKernels* train_kernels_sse2();
 const TrainKernels* train_kernels_reference();
+
+// The table for an instruction-set name ("auto", "avx512", ..., "reference"), chosen as the
+// engine's select_kernels chooses (engine/dispatch.cpp).
+const TrainKernels* select_train_kernels(const std::string& isa);
 
 }  // namespace train
 }  // namespace cc

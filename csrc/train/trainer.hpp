@@ -19,7 +19,6 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
-#include <string>
 #include <vector>
 
 #include "kernels.hpp"
@@ -28,9 +27,6 @@ namespace cc {
 namespace train {
 
 constexpr int kParams = 26;
-
-// The training-kernel table for an instruction-set name ("auto", "avx512", ..., "reference").
-const TrainKernels* select_train_kernels(const std::string& isa);
 
 // Sizes (in floats) of the 26 parameter arrays of a model with filters n and K outputs.
 std::array<int64_t, kParams> param_sizes(const std::array<int, 5>& n, int outputs);
@@ -55,7 +51,7 @@ public:
     int64_t count() const;
     int outputs() const;
 
-    struct State;  // defined in trainer.cpp
+    struct State;  // defined in workspace.hpp
 
 private:
     friend class Trainer;
