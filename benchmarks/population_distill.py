@@ -41,6 +41,8 @@ def main() -> int:
     ap.add_argument("--every", type=int, default=250)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    if args.steps % args.every:
+        ap.error("--every must divide --steps (the student is scored at its checkpoints)")
     torch.set_num_threads(args.threads)
     filters = tuple(int(v) for v in args.filters.split(","))
     out_dir = common.RESULTS
@@ -66,7 +68,7 @@ def main() -> int:
 
     student = distill_population(teacher, None, session.images[session.fit_indices], args.steps, args.batch,
                                  filters, args.pool, lr=args.lr, checkpoint=out_dir / f"population_{tag}.ckpt",
-                                 callback=lambda s, m: record(s, m) if s % args.every == 0 else None)
+                                 callback=record, checkpoint_every=args.every)
     student.save(out_dir / f"population_{tag}.safetensors")
     print(f"results: {path}")
     return 0
