@@ -35,6 +35,11 @@ const cc::KernelTable* kernels_for(const std::string& isa, int threads) {
     return cc::select_kernels(isa);
 }
 
+double checked_spin(double ms) {
+    if (!(ms >= 0.0 && ms <= 1e4)) throw nb::value_error("spin_ms must be between 0 and 10000");
+    return ms;
+}
+
 class PyEngine {
 public:
     PyEngine(std::array<int, 5> n, FloatIn w0, FloatIn b0, std::vector<FloatIn> dw,
@@ -85,6 +90,9 @@ public:
     std::string isa() const { return eng_->isa(); }
     int threads() const { return eng_->threads(); }
     bool winograd() const { return eng_->winograd(); }
+    int vector_width() const { return eng_->vector_width(); }
+    double spin_ms() const { return eng_->spin_us() / 1e3; }
+    void set_spin_ms(double ms) { eng_->set_spin_us(checked_spin(ms) * 1e3); }
 
 private:
     std::unique_ptr<cc::Engine> eng_;
@@ -113,6 +121,9 @@ public:
     int models() const { return eng_->models(); }
     int threads() const { return eng_->threads(); }
     std::string isa() const { return eng_->isa(); }
+    int vector_width() const { return eng_->vector_width(); }
+    double spin_ms() const { return eng_->spin_us() / 1e3; }
+    void set_spin_ms(double ms) { eng_->set_spin_us(checked_spin(ms) * 1e3); }
 
 private:
     std::unique_ptr<cc::PopulationEngine> eng_;
@@ -139,7 +150,10 @@ NB_MODULE(_engine, m) {
              "contributions (over images).")
         .def_prop_ro("isa", &PyEngine::isa)
         .def_prop_ro("threads", &PyEngine::threads)
-        .def_prop_ro("winograd", &PyEngine::winograd);
+        .def_prop_ro("winograd", &PyEngine::winograd)
+        .def_prop_ro("vector_width", &PyEngine::vector_width, "floats per vector of the kernels in use")
+        .def_prop_rw("spin_ms", &PyEngine::spin_ms, &PyEngine::set_spin_ms,
+                     "How long idle worker threads poll for the next call before sleeping (ms).");
 
     nb::class_<PyPopulation>(m, "Population")
         .def(nb::init<const std::vector<ModelTuple>&, std::array<float, 3>, int, const std::string&, bool>(),
@@ -148,7 +162,10 @@ NB_MODULE(_engine, m) {
              "Predict every model into out (float32, shape (N, models)).")
         .def_prop_ro("models", &PyPopulation::models)
         .def_prop_ro("threads", &PyPopulation::threads)
-        .def_prop_ro("isa", &PyPopulation::isa);
+        .def_prop_ro("isa", &PyPopulation::isa)
+        .def_prop_ro("vector_width", &PyPopulation::vector_width, "floats per vector of the kernels in use")
+        .def_prop_rw("spin_ms", &PyPopulation::spin_ms, &PyPopulation::set_spin_ms,
+                     "How long idle worker threads poll for the next call before sleeping (ms).");
 
     m.def("available_isas", &cc::available_isas,
           "Kernel variants this CPU and build can run (the first is what 'auto' picks, except "

@@ -1,5 +1,6 @@
 """The engine against the float64 PyTorch reference on random models."""
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -52,7 +53,29 @@ def test_thread_splits_agree(threads, batch):
     x = recentred(batch, seed=2)
     ref = torch_reference(model, x)
     for layer0 in ("winograd", "direct"):
-        assert rel_err(cc.Predictor(model, threads=threads, layer0=layer0).predict(x), ref) <= 1e-4
+        got = cc.Predictor(model, threads=threads, layer0=layer0).predict(x)
+        assert rel_err(got, ref) <= 1e-4
+        # every row is computed by the same kernels whichever thread takes it: bit for bit
+        np.testing.assert_array_equal(got, cc.Predictor(model, threads=1, layer0=layer0).predict(x))
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_late_workers_change_nothing(threads):
+    """With spin_ms=0 the workers sleep between calls and join each one late, or not at all:
+    the rows they leave to the caller give the same bits."""
+    model = random_model((7, 16, 3, 3, 2), seed=6)
+    x = recentred(1, seed=3)
+    expect = cc.Predictor(model, threads=1).predict(x)
+    pred = cc.Predictor(model, threads=threads, spin_ms=0.0)
+    for k in range(40):
+        time.sleep(0.0005 * (k % 4))
+        np.testing.assert_array_equal(pred.predict(x), expect)
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), 1e6])
+def test_spin_ms_is_checked(bad):
+    with pytest.raises(ValueError, match="spin_ms"):
+        cc.Predictor(random_model((3, 3, 3, 3, 3)), spin_ms=bad)
 
 
 def test_concurrent_callers():
@@ -107,3 +130,17 @@ def test_dead_channels_are_dropped():
     ref = torch_reference(model, x)
     assert rel_err(cc.Predictor(plan).predict(x), ref) <= 1e-4
     assert rel_err(cc.Predictor(full).predict(x), ref) <= 1e-4
+
+
+def test_executed_macs_follow_the_kernels():
+    plan = cc.compile(random_model((7, 16, 3, 3, 2)))
+    # one float per vector, direct layer 0: nothing padded, the model's own count
+    assert cc.Predictor(plan, threads=1, isa="reference", layer0="direct").executed_macs_per_image() == \
+        plan.macs_per_image()
+    # Winograd: 12 products + ~11 transform operations per layer-0 output instead of 75
+    wino = cc.Predictor(plan, threads=1, isa="reference").executed_macs_per_image()
+    assert plan.macs_per_image() - wino == 112 * 112 * 7 * (75 - 23)
+    # wider vectors pad the channels: more work executed, never less
+    assert cc.Predictor(plan, threads=1).executed_macs_per_image() >= wino
+    pop = cc.PopulationPredictor([plan, plan], threads=1, isa="reference")
+    assert pop.executed_macs_per_image() == 2 * wino

@@ -46,8 +46,12 @@ public:
     int64_t moments(const ImageBatch& images, std::array<Moments, 5>& out);
 
     const char* isa() const { return k_->name; }
+    int vector_width() const { return k_->width; }
     bool winograd() const { return winograd_; }
     int threads() const { return pool_.size(); }
+    // How long idle worker threads poll for the next call before sleeping (see ThreadPool).
+    void set_spin_us(double us) { pool_.set_spin_us(us); }
+    double spin_us() const { return pool_.spin_us(); }
     const std::array<int, 5>& padded_filters() const { return np_; }
 
     // For runners that drive many engines from their own threads (PopulationEngine): a
@@ -61,11 +65,20 @@ public:
 
 private:
     struct StatsAcc;
+    // Layer-0 rows [lo, hi] in a workspace's ring, grown one band at a time upward or downward
+    // (empty: hi < lo).
+    struct L0Run {
+        int lo = 0, hi = -1;
+    };
     void fill_input(Workspace& ws, const ImageBatch& b, int64_t i, int y0, int y1) const;
-    // Layer-0 rows [first, last] that layer-1 output rows [r0, r1) make this workspace produce.
-    std::array<int, 2> l0_rows(int r0, int r1) const;
-    void layers01(Workspace& ws, int r0, int r1, float* l1, StatsAcc* st = nullptr) const;
+    // Layer-1 output row r of image i into l1 (padded for layer 2), producing first the layer-0
+    // rows it reads that `run` lacks (and the image rows those read), upward or downward.
+    void layer1_row(Workspace& ws, const ImageBatch& b, int64_t i, int r, bool up, L0Run& run, float* l1,
+                    StatsAcc* st) const;
+    void layers01(Workspace& ws, const ImageBatch& b, int64_t i, float* l1, StatsAcc* st = nullptr) const;
+    void layer2_row(const float* l1, float* tmp, int r, float* l2, StatsAcc* st) const;
     float layers234(Workspace& ws, StatsAcc* st = nullptr) const;
+    float layers34(Workspace& ws, StatsAcc* st = nullptr) const;
 
     const KernelTable* k_;
     std::array<int, 5> n_{}, np_{};  // filter counts, and padded to the vector width
@@ -92,7 +105,10 @@ public:
 
     int models() const { return int(engines_.size()); }
     int threads() const { return pool_.size(); }
+    void set_spin_us(double us) { pool_.set_spin_us(us); }
+    double spin_us() const { return pool_.spin_us(); }
     const char* isa() const { return engines_[0]->isa(); }
+    int vector_width() const { return engines_[0]->vector_width(); }
 
 private:
     std::vector<std::unique_ptr<Engine>> engines_;

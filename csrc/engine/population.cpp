@@ -26,7 +26,7 @@ int64_t PopulationEngine::predict(const ImageBatch& b, float* out) {
     const int64_t chunk = std::max<int64_t>(1, (b.count + per_model - 1) / per_model);
     const int64_t chunks = (b.count + chunk - 1) / chunk, items = chunks * M;
     std::atomic<int64_t> next{0}, first_bad{-1};
-    pool_.run(T, [&](int t) {
+    pool_.run_elastic([&](int t) {
         Engine::Workspace& ws = *ws_[t];
         int current = -1;
         for (int64_t item; (item = next.fetch_add(1)) < items;) {

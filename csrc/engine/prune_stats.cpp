@@ -47,13 +47,12 @@ int64_t Engine::moments(const ImageBatch& b, std::array<Moments, 5>& out) {
     std::vector<std::unique_ptr<StatsAcc>> acc;
     for (int t = 0; t < T; ++t) acc.emplace_back(new StatsAcc(n_, np_));
     std::atomic<int64_t> next{0}, first_bad{-1};
-    pool_.run(T, [&](int t) {
+    pool_.run_elastic([&](int t) {
         Workspace& ws = *ws_[t];
         const int64_t positions[4] = {kL1 * kL1, kL2 * kL2, kL2 * kL2, kL2 * kL2};
         for (int64_t i; (i = next.fetch_add(1)) < b.count;) {
             ws.bad = false;
-            fill_input(ws, b, i, 0, kImg);
-            layers01(ws, 0, kL1, ws.l1.p, acc[t].get());
+            layers01(ws, b, i, ws.l1.p, acc[t].get());
             layers234(ws, acc[t].get());
             acc[t]->flush(np_, positions);
             if (ws.bad) note_bad(first_bad, i);

@@ -1,5 +1,6 @@
 // The single-model row pipeline: input fill, layers 0-1 ring, layers 2-4 + readout, predict.
 #include <cmath>
+#include <thread>
 
 #include "workspace.hpp"
 
@@ -55,63 +56,80 @@ void Engine::fill_input(Workspace& ws, const ImageBatch& b, int64_t i, int y0, i
     ws.bad |= bad;
 }
 
-std::array<int, 2> Engine::l0_rows(int r0, int r1) const {
-    // Output row r of layer 1 reads layer-0 rows 2r-1 .. 2r+3 ('same' padding: 1 before, 2
-    // after); the Winograd path produces aligned bands of 4 rows.
-    int first = std::max(0, 2 * r0 - 1), last = std::min(kImg - 1, 2 * r1 + 1);
-    if (winograd_) {
-        first = first / 4 * 4;
-        last = last / 4 * 4 + 3;
-    }
-    return {first, last};
-}
-
-// Layer-1 output rows [r0, r1) into l1 (padded for layer 2), producing the layer-0 rows they
-// need into this workspace's ring buffer on the fly. Needs the image rows that l0_rows(r0, r1)
-// read (2 more on each side) filled in.
-void Engine::layers01(Workspace& ws, int r0, int r1, float* l1, StatsAcc* st) const {
+void Engine::layer1_row(Workspace& ws, const ImageBatch& b, int64_t i, int r, bool up, L0Run& run, float* l1,
+                        StatsAcc* st) const {
     const int c0 = np_[0], c1 = np_[1];
     const size_t ring_row = size_t(kL0PadW) * c0;
     auto slot = [&](int y) { return ws.ring.p + size_t(y % kRingRows) * ring_row; };
-    int have = l0_rows(r0, r1)[0] - 1;  // last layer-0 row produced
-    const float* rows[5];
-    for (int r = r0; r < r1; ++r) {
-        // The ring holds 8 rows: the 5 that row r reads and at most 3 more of the newest band.
-        while (have < std::min(kImg - 1, 2 * r + 3)) {
-            const int y = have + 1;
-            if (winograd_) {
-                float* out[4] = {slot(y) + c0, slot(y + 1) + c0, slot(y + 2) + c0, slot(y + 3) + c0};
-                k_->wino0_band(ws.in.p + y * kInStride, kInStride, kImg, wino_v_.data(),
-                               b0_.data(), c0, out, ws.wino.p);
-                have = y + 3;
-            } else {
-                k_->conv0_row(ws.in.p + y * kInStride, kInStride, kImg, w0_.data(), b0_.data(),
-                              c0, slot(y) + c0);
-                have = y;
-            }
-        }
-        for (int ky = 0; ky < 5; ++ky) {
-            const int y = 2 * r - 1 + ky;
-            rows[ky] = (y < 0 || y >= kImg) ? ws.zero_row.p : slot(y);
-        }
-        k_->dw_row(rows, 2, kL1, dw_[0].data(), c0, ws.tmp.p);
-        if (st) st->add_depthwise(*k_, 0, ws.tmp.p, kL1, c0);
-        k_->pw_row(ws.tmp.p, kL1, n_[0], c0, pw_[0].data(), pb_[0].data(), c1,
-                   l1 + (size_t(r + 1) * kL1PadW + 1) * c1, c1);
+    // Row r reads layer-0 rows 2r-1 .. 2r+3 ('same' padding: 1 before, 2 after); the Winograd
+    // path produces aligned bands of 4 rows. The ring's 8 rows hold those 5 and one band more,
+    // in either direction.
+    const int band = winograd_ ? 4 : 1;
+    const int need_lo = std::max(0, 2 * r - 1), need_hi = std::min(kImg - 1, 2 * r + 3);
+    if (run.hi < run.lo) {  // a new run starts at the band holding its first row, still empty
+        run.lo = (up ? need_lo : need_hi) / band * band + (up ? 0 : band);
+        run.hi = run.lo - 1;
     }
+    auto produce = [&](int y) {  // band [y, y + band) and, first, the image rows it reads
+        int f0 = std::max(0, y - 2), f1 = std::min(kImg, y + band + 2);
+        if (run.hi >= run.lo) {  // image rows [lo-2, hi+2] are in place already
+            if (y > run.hi) f0 = std::max(f0, run.hi + 3);
+            else f1 = std::min(f1, run.lo - 2);
+        }
+        if (f0 < f1) fill_input(ws, b, i, f0, f1);
+        if (winograd_) {
+            float* out[4] = {slot(y) + c0, slot(y + 1) + c0, slot(y + 2) + c0, slot(y + 3) + c0};
+            k_->wino0_band(ws.in.p + y * kInStride, kInStride, kImg, wino_v_.data(), b0_.data(), c0, out, ws.wino.p);
+        } else {
+            k_->conv0_row(ws.in.p + y * kInStride, kInStride, kImg, w0_.data(), b0_.data(), c0, slot(y) + c0);
+        }
+    };
+    while (run.hi < need_hi) {
+        const int y = run.hi + 1;
+        produce(y);
+        run.lo = std::min(run.lo, y);
+        run.hi = y + band - 1;
+    }
+    while (run.lo > need_lo) {
+        const int y = run.lo - band;
+        produce(y);
+        run.lo = y;
+    }
+    const float* rows[5];
+    for (int ky = 0; ky < 5; ++ky) {
+        const int y = 2 * r - 1 + ky;
+        rows[ky] = (y < 0 || y >= kImg) ? ws.zero_row.p : slot(y);
+    }
+    k_->dw_row(rows, 2, kL1, dw_[0].data(), c0, ws.tmp.p);
+    if (st) st->add_depthwise(*k_, 0, ws.tmp.p, kL1, c0);
+    k_->pw_row(ws.tmp.p, kL1, n_[0], c0, pw_[0].data(), pb_[0].data(), c1, l1 + (size_t(r + 1) * kL1PadW + 1) * c1, c1);
+}
+
+void Engine::layers01(Workspace& ws, const ImageBatch& b, int64_t i, float* l1, StatsAcc* st) const {
+    L0Run run;
+    for (int r = 0; r < kL1; ++r) layer1_row(ws, b, i, r, true, run, l1, st);
+}
+
+// Layer-2 output row r (stride 2 over the 56x56 map, padded 1 before, 2 after) from l1 into
+// the interior of l2, through the depthwise scratch row tmp.
+void Engine::layer2_row(const float* l1, float* tmp, int r, float* l2, StatsAcc* st) const {
+    const float* rows[5];
+    for (int ky = 0; ky < 5; ++ky) rows[ky] = l1 + size_t(2 * r + ky) * kL1PadW * np_[1];
+    k_->dw_row(rows, 2, kL2, dw_[1].data(), np_[1], tmp);
+    if (st) st->add_depthwise(*k_, 1, tmp, kL2, np_[1]);
+    k_->pw_row(tmp, kL2, n_[1], np_[1], pw_[1].data(), pb_[1].data(), np_[2],
+               l2 + (size_t(r + 2) * kL2PadW + 2) * np_[2], np_[2]);
 }
 
 // Layers 2-4 and the readout from this workspace's layer-1 output.
 float Engine::layers234(Workspace& ws, StatsAcc* st) const {
+    for (int r = 0; r < kL2; ++r) layer2_row(ws.l1.p, ws.tmp.p, r, ws.l2.p, st);
+    return layers34(ws, st);
+}
+
+// Layers 3-4 and the readout from this workspace's layer-2 output.
+float Engine::layers34(Workspace& ws, StatsAcc* st) const {
     const float* rows[5];
-    // Layer 2: stride 2 over the 56x56 map (padded 1 before, 2 after) -> l2 interior.
-    for (int r = 0; r < kL2; ++r) {
-        for (int ky = 0; ky < 5; ++ky) rows[ky] = ws.l1.p + size_t(2 * r + ky) * kL1PadW * np_[1];
-        k_->dw_row(rows, 2, kL2, dw_[1].data(), np_[1], ws.tmp.p);
-        if (st) st->add_depthwise(*k_, 1, ws.tmp.p, kL2, np_[1]);
-        k_->pw_row(ws.tmp.p, kL2, n_[1], np_[1], pw_[1].data(), pb_[1].data(), np_[2],
-                   ws.l2.p + (size_t(r + 2) * kL2PadW + 2) * np_[2], np_[2]);
-    }
     // Layers 3 and 4: stride 1, pad 2.
     for (int l = 2; l < 4; ++l) {
         const float* src = l == 2 ? ws.l2.p : ws.l3.p;
@@ -131,8 +149,7 @@ float Engine::layers234(Workspace& ws, StatsAcc* st) const {
 
 float Engine::run_image(Workspace& ws, const ImageBatch& b, int64_t i, bool& bad) const {
     ws.bad = false;
-    fill_input(ws, b, i, 0, kImg);
-    layers01(ws, 0, kL1, ws.l1.p);
+    layers01(ws, b, i, ws.l1.p);
     const float y = layers234(ws);
     bad = ws.bad;
     return y;
@@ -148,7 +165,7 @@ int64_t Engine::predict(const ImageBatch& b, float* out) {
     const int64_t whole = b.count - b.count % T;
     if (whole > 0) {
         std::atomic<int64_t> next{0};
-        pool_.run(T, [&](int t) {
+        pool_.run_elastic([&](int t) {
             Workspace& ws = *ws_[t];
             for (int64_t i; (i = next.fetch_add(1)) < whole;) {
                 bool bad;
@@ -157,18 +174,39 @@ int64_t Engine::predict(const ImageBatch& b, float* out) {
             }
         });
     }
-    // ... then each remaining image split into bands of layer-1 rows across the threads.
+    // ... then each remaining image's layer-1 rows in blocks claimed from both ends: the
+    // caller from the top down, the workers from the bottom up, so that each side's layer-0
+    // ring runs on from block to block and a late worker only shrinks its share.
+    constexpr int kBlock = 2;
     for (int64_t i = whole; i < b.count; ++i) {
         for (auto& w : ws_) w->bad = false;
-        pool_.run(T, [&](int t) {
+        std::atomic<uint32_t> rows{uint32_t(kL1)};  // unclaimed rows [top, bottom): top << 16 | bottom
+        std::atomic<int> l1_done{0}, next_l2{0};
+        pool_.run_elastic([&](int t) {
             Workspace& ws = *ws_[t];
-            const int r0 = kL1 * t / T, r1 = kL1 * (t + 1) / T;
-            if (r0 == r1) return;
-            const auto rows = l0_rows(r0, r1);
-            fill_input(ws, b, i, std::max(0, rows[0] - 2), std::min(kImg, rows[1] + 3));
-            layers01(ws, r0, r1, ws_[0]->l1.p);
+            const bool up = t == 0;
+            L0Run run;
+            int last = -1;  // this thread's previous block started (down) / ended (up) here
+            for (uint32_t s = rows.load();;) {
+                const int top = int(s >> 16), bottom = int(s & 0xffff);
+                if (top >= bottom) break;
+                const int n = std::min(kBlock, bottom - top);
+                const uint32_t claimed = up ? uint32_t(top + n) << 16 | uint32_t(bottom)
+                                            : uint32_t(top) << 16 | uint32_t(bottom - n);
+                if (!rows.compare_exchange_weak(s, claimed)) continue;
+                const int r0 = up ? top : bottom - n;
+                if ((up ? r0 : r0 + n) != last) run = L0Run{};  // not adjacent: start a new run
+                for (int k = 0; k < n; ++k)
+                    layer1_row(ws, b, i, up ? r0 + k : r0 + n - 1 - k, up, run, ws_[0]->l1.p, nullptr);
+                last = up ? r0 + n : r0;
+                l1_done.fetch_add(n, std::memory_order_release);
+                s = rows.load();
+            }
+            // Layer 2 by whoever is here, once every layer-1 row is in place.
+            while (l1_done.load(std::memory_order_acquire) < kL1) std::this_thread::yield();
+            for (int r; (r = next_l2.fetch_add(1)) < kL2;) layer2_row(ws_[0]->l1.p, ws.tmp.p, r, ws_[0]->l2.p, nullptr);
         });
-        out[i] = layers234(*ws_[0]);
+        out[i] = layers34(*ws_[0]);
         for (auto& w : ws_)
             if (w->bad) note_bad(first_bad, i);
     }

@@ -1,5 +1,7 @@
 #include "thread_pool.hpp"
 
+#include <chrono>
+
 namespace cc {
 
 ThreadPool::ThreadPool(int threads) {
@@ -26,6 +28,7 @@ void ThreadPool::run(int n, const std::function<void(int)>& fn) {
         std::lock_guard<std::mutex> lock(mu_);
         job_ = &fn;
         job_n_ = n;
+        elastic_ = false;
         pending_.store(n - 1, std::memory_order_relaxed);
         generation_.fetch_add(1, std::memory_order_release);
     }
@@ -34,17 +37,40 @@ void ThreadPool::run(int n, const std::function<void(int)>& fn) {
     while (pending_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
 }
 
+void ThreadPool::run_elastic(const std::function<void(int)>& fn) {
+    if (workers_.empty()) {
+        fn(0);
+        return;
+    }
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        job_ = &fn;
+        job_n_ = size();
+        elastic_ = true;
+        // The generation first: a worker that sees open_ set then also sees this job's generation.
+        generation_.fetch_add(1, std::memory_order_seq_cst);
+        open_.store(true, std::memory_order_seq_cst);
+    }
+    wake_.notify_all();
+    fn(0);
+    open_.store(false, std::memory_order_seq_cst);
+    while (inside_.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
+}
+
 void ThreadPool::worker_loop(int id) {
     unsigned seen = 0;
     for (;;) {
-        // Spin for a while (roughly 100 us) before sleeping on the condition variable.
-        for (int i = 0; i < 4000 && generation_.load(std::memory_order_acquire) == seen; ++i) {
+        // Poll for spin_us before sleeping on the condition variable (the clock read every 64 polls).
+        const auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(spin_ns_.load());
+        for (unsigned i = 1; generation_.load(std::memory_order_acquire) == seen; ++i) {
 #if defined(__x86_64__) || defined(__i386__)
             __builtin_ia32_pause();
 #endif
+            if (i % 64 == 0 && std::chrono::steady_clock::now() >= until) break;
         }
         const std::function<void(int)>* job;
         int n;
+        bool elastic;
         {
             std::unique_lock<std::mutex> lock(mu_);
             wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
@@ -52,8 +78,16 @@ void ThreadPool::worker_loop(int id) {
             if (stop_) return;
             job = job_;
             n = job_n_;
+            elastic = elastic_;
         }
-        if (id < n) {
+        if (elastic) {
+            // Join only while that very job is open (Dekker with run_elastic's close: either we
+            // see it closed, or it sees us inside and waits).
+            inside_.fetch_add(1, std::memory_order_seq_cst);
+            if (open_.load(std::memory_order_seq_cst) && generation_.load(std::memory_order_seq_cst) == seen)
+                (*job)(id);
+            inside_.fetch_sub(1, std::memory_order_seq_cst);
+        } else if (id < n) {
             (*job)(id);
             pending_.fetch_sub(1, std::memory_order_acq_rel);
         }

@@ -1,6 +1,7 @@
 // A small persistent thread pool for fork-join work: run(n, fn) calls fn(0..n-1) on the calling
-// thread and n-1 workers and returns when all are done. Workers spin briefly before sleeping so
-// back-to-back calls (a stimulus loop) do not pay a futex wake-up each time.
+// thread and n-1 workers and returns when all are done. After each job, workers poll for the
+// next one for spin_us microseconds before sleeping: on a VM a core that halts runs the next
+// job slowly for a while, so a stimulus loop may keep them polling between its calls.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -19,8 +20,15 @@ public:
     ThreadPool& operator=(const ThreadPool&) = delete;
 
     int size() const { return int(workers_.size()) + 1; }
-    // Not re-entrant: one run() at a time (the Engine serialises callers).
+    void set_spin_us(double us) { spin_ns_.store(int64_t(us * 1e3)); }
+    double spin_us() const { return spin_ns_.load() / 1e3; }
+    // Not re-entrant: one run() / run_elastic() at a time (the Engine serialises callers).
     void run(int n, const std::function<void(int)>& fn);
+    // For work that fn claims itself (atomic counters): fn(0) runs on the calling thread, and
+    // fn(id) on each worker that wakes while the job is still open; returns once fn(0) has
+    // returned and every worker that joined has left. A sleeping worker (a futex wake-up in a
+    // VM can take longer than one image) then costs nothing: the caller does its share.
+    void run_elastic(const std::function<void(int)>& fn);
 
 private:
     void worker_loop(int id);
@@ -32,7 +40,11 @@ private:
     int job_n_ = 0;
     std::atomic<unsigned> generation_{0};
     std::atomic<int> pending_{0};
+    bool elastic_ = false;            // the current job is run_elastic's
+    std::atomic<bool> open_{false};   // run_elastic: workers may still join
+    std::atomic<int> inside_{0};      // run_elastic: workers in fn (or checking whether to enter)
     bool stop_ = false;
+    std::atomic<int64_t> spin_ns_{200000};  // 0.2 ms, as compactcortex.engine.frontend
 };
 
 }  // namespace cc

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .engine.frontend import DEFAULT_SPIN_MS
 from .engine.population import PopulationPredictor
 
 __all__ = ["LoopPredictor", "top_k", "most_informative", "simulate_trials", "largest_pool", "torch_predictor",
@@ -27,11 +28,14 @@ class LoopPredictor:
         threads: engine threads (default: all CPUs available).
         max_images: the largest candidate pool; output buffers for it are allocated here, once.
         chunk: images per engine call when a deadline is given (smaller: finer stopping).
+        spin_ms: how long the engine's worker threads poll for the next call before sleeping
+            (see :class:`~compactcortex.Predictor`); above the interval between trials keeps
+            them hot, at the cost of that CPU time.
     """
 
     def __init__(self, models_or_plans: Sequence[Any], threads: int | None = None, max_images: int = 4096,
-                 chunk: int = 32) -> None:
-        self._pop = PopulationPredictor(models_or_plans, threads=threads)
+                 chunk: int = 32, spin_ms: float = DEFAULT_SPIN_MS) -> None:
+        self._pop = PopulationPredictor(models_or_plans, threads=threads, spin_ms=spin_ms)
         self._out = np.full((max_images, self._pop.num_models), np.nan, np.float32)
         self._chunk = int(chunk)
         self._lock = threading.Lock()

@@ -151,6 +151,10 @@ class CudaPredictor:
     def macs_per_image(self) -> int:
         return sum(p.macs_per_image() for p in self.plans)
 
+    def executed_macs_per_image(self) -> int:
+        """The direct-convolution count: the CUDA kernels compute layer 0 directly, unpadded."""
+        return self.macs_per_image()
+
     def predict(self, images: Any, out: Any = None, check_finite: bool = True) -> Any:
         """Predicted responses: (N,) float32 for one model, (N, models) for a list of models.
 

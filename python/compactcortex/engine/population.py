@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from .frontend import PredictorBase
+from .frontend import DEFAULT_SPIN_MS, PredictorBase
 
 __all__ = ["PopulationPredictor"]
 
@@ -16,7 +16,7 @@ class PopulationPredictor(PredictorBase):
         threads: worker threads (default: all CPUs available). Work items are (model, chunk of
             images) pairs spread over the threads, so both many models and many images keep
             every thread busy.
-        isa, layer0, device: as for :class:`~compactcortex.Predictor` (``device="cuda"`` runs all
+        isa, layer0, device, spin_ms: as for :class:`~compactcortex.Predictor` (``device="cuda"`` runs all
             models in one launch per layer on the GPU).
 
     Results equal each model's single :class:`~compactcortex.Predictor` (the same kernels).
@@ -24,8 +24,8 @@ class PopulationPredictor(PredictorBase):
     """
 
     def __init__(self, models_or_plans: Sequence[Any], threads: int | None = None, isa: str = "auto",
-                 layer0: str = "winograd", device: str = "cpu") -> None:
-        super().__init__(list(models_or_plans), False, threads, isa, layer0, device)
+                 layer0: str = "winograd", device: str = "cpu", spin_ms: float = DEFAULT_SPIN_MS) -> None:
+        super().__init__(list(models_or_plans), False, threads, isa, layer0, device, spin_ms)
 
     def predict(self, images: Any, out: Any = None) -> Any:
         """Responses of every model, shape (N, models) float32.

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .frontend import PredictorBase, default_threads
+from .frontend import DEFAULT_SPIN_MS, PredictorBase, default_threads
 from .plan import Plan
 
 __all__ = ["Predictor", "default_threads"]
@@ -25,15 +25,22 @@ class Predictor(PredictorBase):
         layer0: ``"winograd"`` (default): layer 0 by Winograd F(4x4, 5x5), about 3x fewer
             operations than ``"direct"`` (the plain convolution), with float32 rounding errors of
             the same order (measured on the published models: ~1e-6 of the output scale).
+        spin_ms: after each call the worker threads poll for the next one this long (ms, default
+            0.2) before sleeping. On virtual machines a core that has slept runs the next calls
+            slowly, so two threads only beat one after a pause if they kept polling: a stimulus
+            loop that calls every T ms and wants the lowest latency sets ``spin_ms`` above T (and
+            pays that CPU time). The CPU engine only.
 
+    A batch smaller than the threads is split by rows, claimed from both ends as the threads
+    arrive, so a thread that wakes late takes a smaller share instead of holding up the call.
     All buffers are allocated here, once; :meth:`predict` allocates nothing but its result
     (and nothing at all when given ``out``). Calls from several threads are safe; they run one
     after another.
     """
 
     def __init__(self, model_or_plan: Any, threads: int | None = None, isa: str = "auto",
-                 layer0: str = "winograd", device: str = "cpu") -> None:
-        super().__init__([model_or_plan], True, threads, isa, layer0, device)
+                 layer0: str = "winograd", device: str = "cpu", spin_ms: float = DEFAULT_SPIN_MS) -> None:
+        super().__init__([model_or_plan], True, threads, isa, layer0, device, spin_ms)
 
     @property
     def plan(self) -> Plan:
