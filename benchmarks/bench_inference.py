@@ -20,10 +20,9 @@ What it measures, in one process:
   (``2 * MACs/image * images/s / matmul FLOP/s``, MACs of the direct convolution: the model's
   own count), for the engine also with the multiply-adds its kernels actually execute (``%exec``:
   channels padded to the vector width, Winograd layer 0 at 12 + ~11 per output value instead
-  of 75; ``Predictor.executed_macs_per_image``), and the max relative error. ``engine_hot`` is
-  the engine with ``spin_ms=1000``: its workers poll through the 10 ms pauses instead of
-  sleeping (on VMs a core that slept runs the next calls slowly), as a stimulus loop that keeps
-  its threads hot would run.
+  of 75; ``Predictor.executed_macs_per_image``), and the max relative error. The engine runs
+  with its default ``spin_ms`` (workers poll 0.2 ms, then sleep through the pauses): a longer
+  spin would take a core from the next competitor; ``bench_latency.py`` measures it alone.
 
 The machine is noisy: compare only numbers from one run (ratios are what carries over). Nothing
 here asserts on timings.
@@ -60,7 +59,7 @@ DEFAULT_MODEL = common.published_model_path(common.DATA, "190923", 0)
 MIN_ROUNDS = 3  # with --seconds, and with --quick
 QUICK_BATCHES = [1, 8]
 
-COMPETITORS = ("engine", "engine_hot", "engine_direct", "torch_eager", "torch_compile", "onnxruntime", "openvino_f32", "openvino_default")
+COMPETITORS = ("engine", "engine_direct", "torch_eager", "torch_compile", "onnxruntime", "openvino_f32", "openvino_default")
 
 
 @dataclass
@@ -96,24 +95,17 @@ def make_batch(model: torch.nn.Module, n: int, seed: int) -> Batch:
 # --- competitors: each builder takes (bench, batch, threads) and returns a Runner --------------
 
 
-def _engine_runner(bench: Bench, batch: Batch, threads: int, layer0: str, spin_ms: float | None = None) -> Runner:
-    kwargs = {} if spin_ms is None else {"spin_ms": spin_ms}
-    predictor = cc.Predictor(bench.plan, threads=threads, layer0=layer0, **kwargs)
+def _engine_runner(bench: Bench, batch: Batch, threads: int, layer0: str) -> Runner:
+    predictor = cc.Predictor(bench.plan, threads=threads, layer0=layer0)
     out = np.empty(len(batch.nhwc), np.float32)
     return Runner(lambda: predictor.predict(batch.nhwc, out=out), lambda: out,
-                  {"isa": predictor.isa, "layer0": predictor.layer0, "spin_ms": spin_ms,
+                  {"isa": predictor.isa, "layer0": predictor.layer0,
                    "executed_macs_per_image": predictor.executed_macs_per_image()})
 
 
 def build_engine(bench: Bench, batch: Batch, threads: int) -> Runner:
     """The default engine: Winograd F(4x4,5x5) layer 0."""
     return _engine_runner(bench, batch, threads, "winograd")
-
-
-def build_engine_hot(bench: Bench, batch: Batch, threads: int) -> Runner:
-    """The default engine with its workers polling through the benchmark's idle pauses
-    (spin_ms=1000), as a stimulus loop that keeps its threads hot would run it."""
-    return _engine_runner(bench, batch, threads, "winograd", spin_ms=1000.0)
 
 
 def build_engine_direct(bench: Bench, batch: Batch, threads: int) -> Runner:
@@ -198,7 +190,6 @@ def build_openvino_default(bench: Bench, batch: Batch, threads: int) -> Runner:
 
 BUILDERS: dict[str, Callable[[Bench, Batch, int], Runner]] = {
     "engine": build_engine,
-    "engine_hot": build_engine_hot,
     "engine_direct": build_engine_direct,
     "torch_eager": build_torch_eager,
     "torch_compile": build_torch_compile,
@@ -350,9 +341,8 @@ def parse_args() -> argparse.Namespace:
                     "engine img/s / competitor img/s in the same setting (>1: engine faster); %matmul = "
                     "2 * MACs/image * img/s as a percentage of the median GFLOP/s of a 1024x1024 float32 "
                     "torch.mm at the same thread count (MACs of the direct convolution); %exec = the same with "
-                    "the multiply-adds the engine's kernels execute (padding, Winograd); engine_hot = the "
-                    "engine with spin_ms=1000 (workers poll through the pauses); max rel err = max |output "
-                    "- float64 reference| / max |reference|. JSON sample times are seconds per call.",
+                    "the multiply-adds the engine's kernels execute (padding, Winograd); max rel err = max "
+                    "|output - float64 reference| / max |reference|. JSON sample times are seconds per call.",
 )
     parser.add_argument("--model", type=Path, default=None,
                         help="published compact model .pt (default: compact_model_190923_neuron0.pt in "

@@ -15,10 +15,10 @@ is absent, 33 random models with the published filter counts (48, 60, 3, 3, 3).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import compactcortex as cc
+from compactcortex.files import write_json
 from compactcortex.stimulus_loop import loop_benchmark
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "v4"
@@ -41,18 +41,22 @@ def main() -> None:
                     help="candidate images per trial (default 16: 33 published models at 2 Hz fit ~20 here)")
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--spin-ms", type=float, default=None,
+                    help="engine workers poll this long between calls (default: 0.2; above 1000/rate keeps "
+                         "them hot between trials, at the cost of that CPU time)")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     models, source = load_models(args.session)
     print(f"{source}: {len(models)} neurons; {args.rate:g} Hz -> {1e3 / args.rate:.0f} ms per trial")
-    res = loop_benchmark(models, args.rate, args.pool, args.trials, args.threads, not args.no_torch)
+    spin = {} if args.spin_ms is None else {"spin_ms": args.spin_ms}
+    res = loop_benchmark(models, args.rate, args.pool, args.trials, args.threads, not args.no_torch, **spin)
     res["source"] = source
     if "torch_eager" in res:
         ratio = res["engine"]["largest_pool_at_p99"] / max(1, res["torch_eager"]["largest_pool_at_p99"])
         print(f"largest pool, engine / PyTorch: {ratio:.1f}x")
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1))
+        write_json(args.json, res)
 
 
 if __name__ == "__main__":

@@ -139,7 +139,8 @@ def _cmd_loop_bench(args: argparse.Namespace) -> int:
         models = [random_published_like_model(seed=i) for i in range(args.random)]
         source = f"{args.random} random models with the published filter counts (48, 60, 3, 3, 3)"
     print(f"{source}: {len(models)} neurons; {args.rate:g} Hz -> {1e3 / args.rate:.0f} ms per trial")
-    res = loop_benchmark(models, args.rate, args.pool, args.trials, args.threads, not args.no_torch)
+    res = loop_benchmark(models, args.rate, args.pool, args.trials, args.threads, not args.no_torch,
+                         spin_ms=args.spin_ms)
     if args.json:
         with atomic_path(args.json) as tmp:
             tmp.write_text(json.dumps({"source": source, **res}, indent=1))
@@ -338,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--pool", type=int, default=16, help="candidate images per trial (default 16)")
     lb.add_argument("--trials", type=int, default=10)
     lb.add_argument("--threads", type=int, default=2)
+    lb.add_argument("--spin-ms", type=float, default=0.2,
+                    help="engine workers poll this long between calls before sleeping (default 0.2; above "
+                         "1000/rate keeps them hot between trials, at the cost of that CPU time)")
     lb.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     lb.add_argument("--json", help="write the results to this file")
     lb.set_defaults(fn=_cmd_loop_bench)

@@ -186,24 +186,31 @@ def torch_predictor(models: Sequence[Any], threads: int):
 
 
 def loop_benchmark(models: Sequence[Any], rate_hz: float = 2.0, pool: int = 16, trials: int = 10,
-                   threads: int = 2, compare_torch: bool = True, progress: bool = True) -> dict:
+                   threads: int = 2, compare_torch: bool = True, progress: bool = True,
+                   spin_ms: float = DEFAULT_SPIN_MS) -> dict:
     """Simulate a closed loop at ``rate_hz`` (deadline 1/rate) for the engine and PyTorch eager.
 
     Per runner: latency percentiles and missed deadlines with ``pool`` candidates per trial, and
-    the largest pool that meets the deadline at p99 (:func:`largest_pool`).
+    the largest pool that meets the deadline at p99 (:func:`largest_pool`). ``spin_ms``: the
+    engine workers' polling between calls (above the trial interval keeps them hot). Each runner
+    is built when its turn comes and dropped after it, so no polling thread runs during another.
     """
     from .data.procedural import procedural
 
     deadline = 1.0 / rate_hz
     pools = [procedural(pool, 1, start=t * pool) for t in range(trials)]
-    runners = {"engine": LoopPredictor(models, threads=threads, max_images=max(pool, 4096)).predict}
+    builders = {"engine": lambda: LoopPredictor(models, threads=threads, max_images=max(pool, 4096),
+                                                spin_ms=spin_ms).predict}
     if compare_torch:
-        runners["torch_eager"] = torch_predictor(models, threads)
-    out = {"neurons": len(models), "deadline_ms": deadline * 1e3, "threads": threads, "pool": pool}
-    for name, predict in runners.items():
+        builders["torch_eager"] = lambda: torch_predictor(models, threads)
+    out = {"neurons": len(models), "deadline_ms": deadline * 1e3, "threads": threads, "pool": pool,
+           "spin_ms": spin_ms}
+    for name, build in builders.items():
+        predict = build()
         predict(pools[0][:2])  # warm-up
         res = simulate_trials(predict, pools, deadline)
         res["largest_pool_at_p99"] = largest_pool(predict, deadline, trials=max(3, trials // 2), seed=2)
+        del predict
         out[name] = res
         if progress:
             print(f"{name:<12} pool {pool}: p50 {res['p50_ms']:.0f} ms, p99 {res['p99_ms']:.0f} ms, missed "
