@@ -242,3 +242,44 @@ def test_recipe_scales_its_budget_with_the_minutes_per_neuron():
     for bad in (0, -1, float("nan")):
         with pytest.raises(ValueError, match="minutes per neuron must be > 0"):
             base.scaled(bad)
+
+
+WORKER = """
+import json, sys
+from compactcortex.compress.pipeline import compress_neuron
+print(json.dumps(compress_neuron(json.loads(sys.argv[1]))))
+"""
+
+
+def test_compress_neuron_is_a_unit_of_work_for_other_processes(v4, tmp_path):
+    """Stage 1 here, then each neuron in worker processes: two at once on the same neuron take
+    turns (one trains, the other returns its saved row), and the rows match a local run's."""
+    import json
+    import subprocess
+    import sys
+    from dataclasses import asdict
+
+    from compactcortex.compress.pipeline import NeuronJob, Recipe, compress_neuron, compress_session, prepare_run
+
+    recipe = asdict(Recipe(**TINY))
+    job = NeuronJob(str(v4), "190923", 3, str(tmp_path / "jobs"), neurons=(3, 0), recipe=recipe, threads=1)
+    with pytest.raises(ValueError, match="stage 1 .* has not been run"):
+        compress_neuron(job)
+    prepare_run(job, progress=False)
+    spec = json.dumps(job.to_dict())
+    workers = [subprocess.Popen([sys.executable, "-c", WORKER, spec], stdout=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    rows = [json.loads(w.communicate(timeout=600)[0].strip().splitlines()[-1]) for w in workers]
+    assert all(w.returncode == 0 for w in workers)
+    assert rows[0] == rows[1]
+    model = tmp_path / "jobs" / "neuron3.safetensors"
+    cc.CompactModel.load(model)  # whole, not interleaved writes
+    # idempotent: the finished neuron is read back, not trained again
+    before = model.stat().st_mtime_ns
+    assert compress_neuron(job.to_dict()) == rows[0] and model.stat().st_mtime_ns == before
+    # the same job run locally, in one process, gives the same row
+    local = compress_session(v4, "190923", tmp_path / "local", "published", [3, 0], Recipe(**TINY), threads=1,
+                             progress=False)
+    assert local["neurons"][0] == rows[0]
+    with pytest.raises(ValueError, match="neuron 5 was not distilled"):
+        compress_neuron({**job.to_dict(), "neuron": 5})

@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -29,12 +29,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..files import atomic_path
+from ..files import atomic_path, write_json
 from ..data.session import Session, load_session
 from ..models.compact import CompactModel
 from ..models.image_tensor import to_tensor
 
-__all__ = ["Recipe", "compress_session", "prune_and_retrain", "resolve_teacher_backbone", "DEFAULT_BACKBONE_FILTERS"]
+__all__ = ["Recipe", "NeuronJob", "compress_session", "compress_neuron", "prepare_run", "prune_and_retrain", "resolve_teacher_backbone", "DEFAULT_BACKBONE_FILTERS"]
 
 
 @dataclass
@@ -225,6 +225,180 @@ def _to_jsonable(v):
     return None if v is None or (isinstance(v, float) and not np.isfinite(v)) else v
 
 
+@dataclass(frozen=True)
+class NeuronJob:
+    """One neuron's compression as plain values (JSON via :meth:`to_dict`): a unit of work that
+    any process can run with :func:`compress_neuron`, given the data and the output folder.
+
+    ``neurons`` is the set distilled together in stage 1 (None: all of the session's); ``recipe``
+    a :class:`Recipe` as a dict (its ``seed`` seeds every stage); the rest as for
+    :func:`compress_session`.
+    """
+
+    root: str
+    session: str
+    neuron: int
+    out: str
+    teacher: str = "published"
+    neurons: tuple[int, ...] | None = None
+    recipe: dict = field(default_factory=lambda: asdict(Recipe()))
+    threads: int | None = None
+    images_from: str | None = None
+    backbone: str | None = "auto"
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NeuronJob":
+        d = dict(d)
+        if d.get("neurons") is not None:
+            d["neurons"] = tuple(int(k) for k in d["neurons"])
+        return cls(**d)
+
+    def session_key(self) -> str:
+        """What every neuron of one run shares (all fields but ``neuron``)."""
+        return json.dumps({**self.to_dict(), "neuron": None}, sort_keys=True)
+
+
+class _SessionRun:
+    """A run's session-level state: data, teacher, stage 1's shared student, test-half outputs."""
+
+    def __init__(self, job: NeuronJob, progress: bool, train_shared: bool) -> None:
+        from ..engine.frontend import default_threads
+        from ..fit.distill import distill_population, population_pool
+
+        self.root, self.out, self.session = Path(job.root), Path(job.out), str(job.session)
+        self.recipe = Recipe(**{**job.recipe, "filters": tuple(job.recipe["filters"])})
+        self.threads = default_threads() if job.threads is None else int(job.threads)
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+        recorded = load_session(self.root, job.images_from) if job.images_from else None
+        self.data = _session_or_responses(self.root, self.session, job.images_from)
+        image_source = recorded or self.data
+        n_neurons = self.data.num_neurons
+        self.chosen = list(range(n_neurons)) if job.neurons is None else [int(k) for k in job.neurons]
+        bad = [k for k in self.chosen if not 0 <= k < n_neurons]
+        if bad or not self.chosen:
+            raise ValueError(f"session {self.session}: no neuron(s) {bad or '(none chosen)'}; it has 0..{n_neurons - 1}")
+        if len(set(self.chosen)) != len(self.chosen):
+            raise ValueError(f"neurons listed twice: {sorted(k for k in set(self.chosen) if self.chosen.count(k) > 1)}")
+        published = _published_params(self.root, self.session)
+        _check_teacher(job.teacher, self.root, self.session, self.chosen, published)
+        work = self.out / "work"
+        work.mkdir(parents=True, exist_ok=True)
+        (self.out / "neurons").mkdir(exist_ok=True)
+        torch.set_num_threads(self.threads)
+        self.trunk_file = resolve_teacher_backbone(job.backbone, self.root) if job.teacher == "fit" else None
+        if job.teacher == "fit" and progress:
+            print(f"teacher: readouts on the frozen trunk of {self.trunk_file}" if self.trunk_file else
+                  f"teacher: from scratch (no shared compact model under {self.root}; --backbone names one)")
+        _claim_folder(self.out, {"session": self.session, "teacher": job.teacher, "images_from": job.images_from,
+                                 "backbone": self.trunk_file and self.trunk_file.name, "recipe": asdict(self.recipe)})
+        self.teacher = _load_teacher(job.teacher, self.root, self.data, self.chosen, self.out, self.threads,
+                                     self.recipe, published, progress, self.trunk_file)
+        self.fit = image_source.images[image_source.fit_indices]
+        self.test = image_source.images[image_source.test_indices]
+        self.teacher_test = np.asarray(self.teacher.population(to_tensor(self.test)), np.float32).reshape(
+            len(self.test), len(self.chosen))
+        self.same_images = job.images_from is None
+        tag = "neurons_" + ("all" if job.neurons is None else "_".join(map(str, self.chosen)))
+        shared_path, ckpt = work / f"population_{tag}.safetensors", work / f"population_{tag}.ckpt"
+        r = self.recipe
+        if shared_path.is_file():
+            self.shared = CompactModel.load(shared_path)
+        elif train_shared:
+            self.shared = distill_population(self.teacher.population, None, self.fit, r.population_steps, r.batch,
+                                             r.filters, r.pool_size, r.procedural_fraction, r.lr, r.seed,
+                                             checkpoint=ckpt, progress=progress)
+            self.shared.save(shared_path)
+        else:
+            raise ValueError(f"{shared_path}: stage 1 (the shared student) has not been run for this job; run "
+                             "prepare_run(job) (compress_session does) before the neurons")
+        self.pool = None
+        if self.teacher.kind != "published":  # a fitted teacher runs in PyTorch: re-train on stage 1's pool
+            self.pool = population_pool(self.teacher.population, None, self.fit, r.pool_size, r.batch,
+                                        r.procedural_fraction, r.seed, ckpt, progress)
+
+    def compress(self, k: int) -> dict:
+        """Stage 2 for neuron ``k``: cut it out, prune and re-train, save, evaluate; its summary row."""
+        from ..engine.compile import compile
+        from ..engine.predictor import Predictor
+        from ..metrics import noise_corrected_r2
+
+        if k not in self.chosen:
+            raise ValueError(f"neuron {k} was not distilled in this run (its neurons: {self.chosen})")
+        i, r, tch = self.chosen.index(k), self.recipe, self.teacher
+        compact, history = prune_and_retrain(self.shared.single_output(i), tch.per_neuron(k), self.fit, r,
+                                             self.out / "work", f"neuron{k}", seed=r.seed + 1000 * (k + 1),
+                                             threads=self.threads, pool=self.pool, pool_column=i)
+        compact.provenance = {"session": self.session, "neuron": k, "teacher": tch.kind, "recipe": asdict(r),
+                              "pruning": [{"layer": s.layer, "round": s.extra.get("round"),
+                                           "filters": list(s.nums_filters), "explained": s.explained}
+                                          for s in history]}
+        compact.save(self.out / f"neuron{k}.safetensors")
+        plan = compile(compact)
+        plan.save(self.out / f"neuron{k}.plan")
+        pred = Predictor(plan, threads=self.threads).predict(self.test)
+        row = {"neuron": k, "teacher_params": int(tch.params(k)), "compact_params": compact.num_parameters(),
+               "compact_filters": list(compact.nums_filters), "published_params": tch.published.get(k),
+               "r_teacher_test": _pearson(pred, self.teacher_test[:, i]), "r_test": None,
+               "r_teacher_model_test": None, "r2er_test": None, "r2er_teacher_test": None}
+        if self.same_images:
+            data = self.data
+            resp = data.responses[k, data.test_indices]
+            row["r_test"] = _pearson(pred, resp)
+            row["r_teacher_model_test"] = _pearson(self.teacher_test[:, i], resp)
+            if data.raw is not None:
+                raw = data.raw[k:k + 1, data.test_indices]
+                row["r2er_test"] = float(noise_corrected_r2(raw, pred[None])[0])
+                row["r2er_teacher_test"] = float(noise_corrected_r2(raw, self.teacher_test[None, :, i].astype(np.float64))[0])
+        return {key: _to_jsonable(v) for key, v in row.items()}
+
+
+_RUNS: dict[str, _SessionRun] = {}  # the last run's state, reused by its neurons in this process
+
+
+def prepare_run(job: NeuronJob, progress: bool = True) -> None:
+    """Stage 1 of ``job``'s run (teacher, shared student), saved under its output folder; the
+    neurons' :func:`compress_neuron` calls then start from it (in this process or any other)."""
+    _session_run(job, progress, train_shared=True)
+
+
+def _session_run(job: NeuronJob, progress: bool, train_shared: bool) -> _SessionRun:
+    key = job.session_key()
+    if key not in _RUNS:
+        run = _SessionRun(job, progress, train_shared)
+        _RUNS.clear()
+        _RUNS[key] = run
+    return _RUNS[key]
+
+
+def compress_neuron(job: NeuronJob | dict, progress: bool = False) -> dict:
+    """Compress one neuron (stage 2) and return its summary row (see :func:`compress_session`).
+
+    Idempotent: a finished neuron's saved row (``out/neurons/neuron<k>.json``) is returned as it
+    is, and an interrupted one resumes from its checkpoints. Workers on the same neuron take turns
+    (an exclusive lock on ``neuron<k>.lock``; a killed worker's lock is released by the system).
+    Needs stage 1 on disk: :func:`prepare_run` (or :func:`compress_session`) first.
+    """
+    import fcntl
+
+    job = NeuronJob.from_dict(job) if isinstance(job, dict) else job
+    folder = Path(job.out) / "neurons"
+    done = folder / f"neuron{int(job.neuron)}.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"neuron{int(job.neuron)}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.is_file():  # another worker finished it while we waited
+            return json.loads(done.read_text())
+        row = _session_run(job, progress, train_shared=False).compress(int(job.neuron))
+        write_json(done, row)
+    return row
+
+
 def compress_session(
     root: str | Path,
     session: str,
@@ -238,6 +412,8 @@ def compress_session(
     progress: bool = True,
 ) -> dict:
     """Compress every chosen neuron of ``session`` into a compact model; returns the summary.
+
+    Stage 1 (:func:`prepare_run`) once, then one :func:`compress_neuron` per neuron.
 
     Args:
         root: data folder laid out like ``../shared/data/v4`` or the authors' repository.
@@ -260,108 +436,26 @@ def compress_session(
         "r_teacher_model_test", "r2er_test", "r2er_teacher_test"}]}`` (also written to
         ``out/summary.json``; ``r2er_teacher_test`` is the teacher's own R2_ER).
     """
-    from ..engine.compile import compile
-    from ..engine.predictor import Predictor
-    from ..engine.predictor import default_threads
-    from ..fit.distill import distill_population, population_pool
-    from ..metrics import noise_corrected_r2
-
     t0 = time.perf_counter()
-    root, out = Path(root), Path(out)
     recipe = recipe or Recipe()
-    threads = default_threads() if threads is None else int(threads)
-    if threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
-    recorded = load_session(root, images_from) if images_from else None
-    session_data = _session_or_responses(root, str(session), images_from)
-    image_source = recorded or session_data
-    n_neurons = session_data.num_neurons
-    chosen = list(range(n_neurons)) if neurons is None else [int(k) for k in neurons]
-    bad = [k for k in chosen if not 0 <= k < n_neurons]
-    if bad or not chosen:
-        raise ValueError(f"session {session}: no neuron(s) {bad or '(none chosen)'}; it has 0..{n_neurons - 1}")
-    if len(set(chosen)) != len(chosen):
-        raise ValueError(f"neurons listed twice: {sorted(k for k in set(chosen) if chosen.count(k) > 1)}")
-    published = _published_params(root, str(session))
-    _check_teacher(teacher, root, str(session), chosen, published)
-    out.mkdir(parents=True, exist_ok=True)
-    work = out / "work"
-    work.mkdir(exist_ok=True)
-    (out / "neurons").mkdir(exist_ok=True)
-    torch.set_num_threads(threads)
-    trunk_file = resolve_teacher_backbone(backbone, root) if teacher == "fit" else None
-    if teacher == "fit" and progress:
-        print(f"teacher: readouts on the frozen trunk of {trunk_file}" if trunk_file else
-              f"teacher: from scratch (no shared compact model under {root}; --backbone names one)")
-    _claim_folder(out, {"session": str(session), "teacher": teacher, "images_from": images_from,
-                        "backbone": trunk_file and trunk_file.name, "recipe": asdict(recipe)})
-    tch = _load_teacher(teacher, root, session_data, chosen, out, threads, recipe, published, progress, trunk_file)
-
-    fit = image_source.images[image_source.fit_indices]
-    test = image_source.images[image_source.test_indices]
-    x_test = to_tensor(test)
-    teacher_test = np.asarray(tch.population(x_test), np.float32).reshape(len(test), len(chosen))
-    same_images = images_from is None
-    tag = "neurons_" + ("all" if neurons is None else "_".join(map(str, chosen)))
-
-    shared_path = work / f"population_{tag}.safetensors"
-    if shared_path.is_file():
-        shared = CompactModel.load(shared_path)
-    else:
-        shared = distill_population(tch.population, None, fit, recipe.population_steps, recipe.batch, recipe.filters,
-                                    recipe.pool_size, recipe.procedural_fraction, recipe.lr, recipe.seed,
-                                    checkpoint=work / f"population_{tag}.ckpt", progress=progress)
-        shared.save(shared_path)
-
-    pool = None
-    if tch.kind != "published":  # a fitted teacher runs in PyTorch: re-train on stage 1's labelled pool
-        pool = population_pool(tch.population, None, fit, recipe.pool_size, recipe.batch, recipe.procedural_fraction,
-                               recipe.seed, work / f"population_{tag}.ckpt", progress)
+    base = NeuronJob(str(root), str(session), -1, str(out), teacher,
+                     None if neurons is None else tuple(int(k) for k in neurons), asdict(recipe), threads,
+                     images_from, backbone)
+    run = _session_run(base, progress, train_shared=True)
     rows = []
-    bar = tqdm(chosen, desc=f"compress {session}", unit="neuron", disable=not progress)
-    for i, k in enumerate(bar):
-        done = out / "neurons" / f"neuron{k}.json"
-        if done.is_file():
-            rows.append(json.loads(done.read_text()))
-            continue
-        compact, history = prune_and_retrain(shared.single_output(i), tch.per_neuron(k), fit, recipe, work,
-                                             f"neuron{k}", seed=recipe.seed + 1000 * (k + 1), threads=threads,
-                                             pool=pool, pool_column=i)
-        compact.provenance = {"session": str(session), "neuron": k, "teacher": tch.kind, "recipe": asdict(recipe),
-                              "pruning": [{"layer": s.layer, "round": s.extra.get("round"),
-                                           "filters": list(s.nums_filters), "explained": s.explained}
-                                          for s in history]}
-        compact.save(out / f"neuron{k}.safetensors")
-        plan = compile(compact)
-        plan.save(out / f"neuron{k}.plan")
-        pred = Predictor(plan, threads=threads).predict(test)
-        row = {"neuron": k, "teacher_params": int(tch.params(k)), "compact_params": compact.num_parameters(),
-               "compact_filters": list(compact.nums_filters), "published_params": tch.published.get(k),
-               "r_teacher_test": _pearson(pred, teacher_test[:, i]), "r_test": None,
-               "r_teacher_model_test": None, "r2er_test": None, "r2er_teacher_test": None}
-        if same_images:
-            resp = session_data.responses[k, session_data.test_indices]
-            row["r_test"] = _pearson(pred, resp)
-            row["r_teacher_model_test"] = _pearson(teacher_test[:, i], resp)
-            if session_data.raw is not None:
-                raw = session_data.raw[k:k + 1, session_data.test_indices]
-                row["r2er_test"] = float(noise_corrected_r2(raw, pred[None])[0])
-                row["r2er_teacher_test"] = float(noise_corrected_r2(raw, teacher_test[None, :, i].astype(np.float64))[0])
-        row = {key: _to_jsonable(v) for key, v in row.items()}
-        with atomic_path(done) as tmp:
-            tmp.write_text(json.dumps(row, indent=1))
-        rows.append(row)
-        bar.set_postfix(params=row["compact_params"], r=f"{row['r_teacher_test'] or float('nan'):.3f}")
-
-    summary = {"session": str(session), "teacher": tch.kind, "teacher_backbone": trunk_file and trunk_file.name,
-               "elapsed_s": time.perf_counter() - t0,
-               "images": str(images_from or session), "recipe": asdict(recipe), "threads": threads,
+    bar = tqdm(run.chosen, desc=f"compress {session}", unit="neuron", disable=not progress)
+    for k in bar:
+        rows.append(compress_neuron(replace(base, neuron=k)))
+        bar.set_postfix(params=rows[-1]["compact_params"], r=f"{rows[-1]['r_teacher_test'] or float('nan'):.3f}")
+    summary = {"session": str(session), "teacher": run.teacher.kind,
+               "teacher_backbone": run.trunk_file and run.trunk_file.name, "elapsed_s": time.perf_counter() - t0,
+               "images": str(images_from or session), "recipe": asdict(run.recipe), "threads": run.threads,
                "neurons": rows}
-    with atomic_path(out / "summary.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=1))
+    write_json(Path(out) / "summary.json", summary)
+    _RUNS.clear()  # free the teacher and the data; a rerun starts from the files
     from ..report_plots import plot_r_vs_params
 
-    plot_r_vs_params(summary, out / "r_vs_params.png")
+    plot_r_vs_params(summary, Path(out) / "r_vs_params.png")
     return summary
 
 
