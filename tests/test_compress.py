@@ -283,3 +283,27 @@ def test_compress_neuron_is_a_unit_of_work_for_other_processes(v4, tmp_path):
     assert local["neurons"][0] == rows[0]
     with pytest.raises(ValueError, match="neuron 5 was not distilled"):
         compress_neuron({**job.to_dict(), "neuron": 5})
+
+
+@pytest.mark.parametrize("backend", ["ray", "slurm"])
+def test_cluster_backends_give_the_local_rows(v4, tmp_path, backend):
+    """Ray tasks (a local cluster started here) and a submitit job array (its local executor)
+    run the same unit of work: the same rows as the local backend, in the same order."""
+    pytest.importorskip("ray" if backend == "ray" else "submitit")
+    from compactcortex.compress.pipeline import Recipe, compress_session
+
+    args = (v4, "190923")
+    kw = dict(teacher="published", neurons=[3, 0], recipe=Recipe(**TINY), threads=1, progress=False)
+    local = compress_session(*args, tmp_path / "local", **kw)
+    options = {"cluster": "local", "timeout_min": 10} if backend == "slurm" else None
+    if backend == "ray":
+        import ray
+
+        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    try:
+        remote = compress_session(*args, tmp_path / backend, **kw, backend=backend, cpus_per_task=1, slurm=options)
+    finally:
+        if backend == "ray":
+            ray.shutdown()
+    assert remote["neurons"] == local["neurons"]
+    assert [r["neuron"] for r in remote["neurons"]] == [3, 0]

@@ -197,9 +197,12 @@ def _cmd_consolidation(args: argparse.Namespace) -> int:
 def _cmd_compress(args: argparse.Namespace) -> int:
     from .compress.pipeline import Recipe, compress_session
 
+    slurm = {k: v for k, v in (("slurm_partition", args.slurm_partition), ("timeout_min", args.slurm_time_min))
+             if v is not None}
     summary = compress_session(args.data, args.session, args.out, args.teacher, args.neurons,
                                Recipe().scaled(args.minutes_per_neuron), args.threads, args.images_from,
-                               args.backbone)
+                               args.backbone, backend=args.backend, address=args.address,
+                               cpus_per_task=args.cpus_per_task, slurm=slurm)
     fmt = lambda v: "   n/a" if v is None else f"{v:6.3f}"  # noqa: E731
     print(f"\n{'neuron':>6} {'params':>7} {'published':>9} {'r teacher':>9} {'r rec':>6} {'r teach-rec':>11} "
           f"{'R2_ER':>6} {'teach':>6}  filters")
@@ -323,7 +326,15 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--threads", type=int, default=None, help="CPU threads (default: all available)")
     co.add_argument("--images-from", default=None,
                     help="another session whose images to use where SESSION has none here (e.g. 211022)")
-    co.add_argument("--out", required=True, help="output folder")
+    co.add_argument("--out", required=True, help="output folder (on storage every worker sees, for ray/slurm)")
+    co.add_argument("--backend", choices=("local", "ray", "slurm"), default="local",
+                    help="where the neurons run after stage 1: here (default), one Ray task each (extra [ray]), or "
+                         "a SLURM job array through submitit (extra [slurm])")
+    co.add_argument("--address", default=None, help="--backend ray: the cluster address (default: a running or new "
+                                                     "local one)")
+    co.add_argument("--cpus-per-task", type=int, default=None, help="--backend ray/slurm: CPUs per neuron (default 1)")
+    co.add_argument("--slurm-partition", default=None, help="--backend slurm: the partition")
+    co.add_argument("--slurm-time-min", type=int, default=None, help="--backend slurm: the time limit per neuron (min)")
     co.set_defaults(fn=_cmd_compress)
 
     lb = sub.add_parser(

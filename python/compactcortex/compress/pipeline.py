@@ -27,7 +27,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..files import atomic_path, write_json
 from ..data.session import Session, load_session
@@ -410,10 +409,16 @@ def compress_session(
     images_from: str | None = None,
     backbone: str | None = "auto",
     progress: bool = True,
+    backend: str = "local",
+    address: str | None = None,
+    cpus_per_task: int | None = None,
+    slurm: dict | None = None,
 ) -> dict:
     """Compress every chosen neuron of ``session`` into a compact model; returns the summary.
 
-    Stage 1 (:func:`prepare_run`) once, then one :func:`compress_neuron` per neuron.
+    Stage 1 (:func:`prepare_run`) here, then one :func:`compress_neuron` per neuron on
+    ``backend`` (``"local"``, ``"ray"`` or ``"slurm"``; ``address``, ``cpus_per_task`` and
+    ``slurm`` as for :func:`~compactcortex.compress.backends.run_neurons`).
 
     Args:
         root: data folder laid out like ``../shared/data/v4`` or the authors' repository.
@@ -441,12 +446,13 @@ def compress_session(
     base = NeuronJob(str(root), str(session), -1, str(out), teacher,
                      None if neurons is None else tuple(int(k) for k in neurons), asdict(recipe), threads,
                      images_from, backbone)
+    from .backends import BACKENDS, run_neurons
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     run = _session_run(base, progress, train_shared=True)
-    rows = []
-    bar = tqdm(run.chosen, desc=f"compress {session}", unit="neuron", disable=not progress)
-    for k in bar:
-        rows.append(compress_neuron(replace(base, neuron=k)))
-        bar.set_postfix(params=rows[-1]["compact_params"], r=f"{rows[-1]['r_teacher_test'] or float('nan'):.3f}")
+    rows = run_neurons([replace(base, neuron=k) for k in run.chosen], backend, address=address,
+                       cpus_per_task=cpus_per_task, slurm=slurm, progress=progress)
     summary = {"session": str(session), "teacher": run.teacher.kind,
                "teacher_backbone": run.trunk_file and run.trunk_file.name, "elapsed_s": time.perf_counter() - t0,
                "images": str(images_from or session), "recipe": asdict(run.recipe), "threads": run.threads,
