@@ -307,3 +307,47 @@ def test_cluster_backends_give_the_local_rows(v4, tmp_path, backend):
             ray.shutdown()
     assert remote["neurons"] == local["neurons"]
     assert [r["neuron"] for r in remote["neurons"]] == [3, 0]
+
+
+def test_ray_retries_a_killed_worker(v4, tmp_path):
+    """A Ray worker killed (SIGKILL) while it compresses a neuron: the task is retried and
+    resumes, and the rows equal an undisturbed local run's."""
+    ray = pytest.importorskip("ray")
+    import os
+    import signal
+    import threading
+    import time
+    from pathlib import Path
+
+    from compactcortex.compress.pipeline import Recipe, compress_session
+
+    kw = dict(teacher="published", neurons=[3, 0], recipe=Recipe(**{**TINY, "retrain_steps": 6}), threads=1,
+              progress=False)
+    local = compress_session(v4, "190923", tmp_path / "local", **kw)
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    killed = []
+
+    def kill_one_worker():  # the first process that Ray titled after our task, once it has started on a neuron
+        deadline = time.time() + 300
+        while time.time() < deadline and not killed:
+            if list((tmp_path / "ray" / "neurons").glob("*.lock")):
+                for proc in Path("/proc").iterdir():
+                    try:
+                        cmd = (proc / "cmdline").read_bytes()
+                    except OSError:
+                        continue
+                    if proc.name.isdigit() and b"ray::compress_neuron" in cmd:
+                        os.kill(int(proc.name), signal.SIGKILL)
+                        killed.append(int(proc.name))
+                        break
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_one_worker)
+    killer.start()
+    try:
+        remote = compress_session(v4, "190923", tmp_path / "ray", **kw, backend="ray", cpus_per_task=1)
+    finally:
+        killer.join()
+        ray.shutdown()
+    assert killed, "no worker was seen running compress_neuron"
+    assert remote["neurons"] == local["neurons"]
