@@ -30,8 +30,12 @@ using AnyIn = nb::ndarray<nb::device::cpu, nb::ro>;
 
 // nanobind raises std::invalid_argument (an unknown isa) as ValueError, std::runtime_error (one
 // this CPU or build lacks) as RuntimeError.
+// Each thread holds a workspace of ~1.4 MB for a published-size model; beyond this, a typo.
+constexpr int kMaxThreads = 1024;
+
 const cc::KernelTable* kernels_for(const std::string& isa, int threads) {
-    if (threads < 1) throw nb::value_error("threads must be >= 1");
+    if (threads < 1 || threads > kMaxThreads)
+        throw nb::value_error(("threads must be between 1 and " + std::to_string(kMaxThreads)).c_str());
     return cc::select_kernels(isa);
 }
 

@@ -1,4 +1,7 @@
 """The engine against the float64 PyTorch reference on random models."""
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -144,3 +147,18 @@ def test_executed_macs_follow_the_kernels():
     assert cc.Predictor(plan, threads=1).executed_macs_per_image() >= wino
     pop = cc.PopulationPredictor([plan, plan], threads=1, isa="reference")
     assert pop.executed_macs_per_image() == 2 * wino
+
+
+def test_thread_limits_are_clear_errors(tmp_path):
+    plan = cc.compile(random_model((3, 3, 3, 3, 3)))
+    with pytest.raises(ValueError, match="threads must be between 1 and 1024"):
+        cc.Predictor(plan, threads=1025)
+    # The OS refusing threads (here: too little address space for their stacks) is a RuntimeError,
+    # not a hang (a condition variable destroyed under waiting workers did hang).
+    path = tmp_path / "m.plan"
+    plan.save(path)
+    code = (f"import compactcortex as cc\ntry:\n    cc.Predictor({str(path)!r}, threads=1000)\n"
+            "except RuntimeError as e:\n    print('refused:', e)\n")
+    r = subprocess.run(["bash", "-c", f"ulimit -v 3000000; exec {sys.executable} -c \"$0\"", code],
+                       capture_output=True, text=True, timeout=120, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    assert "refused: could not start 1000 threads" in r.stdout, (r.stdout, r.stderr[-2000:])

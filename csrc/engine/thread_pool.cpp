@@ -1,14 +1,25 @@
 #include "thread_pool.hpp"
 
 #include <chrono>
+#include <system_error>
+#include <string>
+#include <stdexcept>
 
 namespace cc {
 
 ThreadPool::ThreadPool(int threads) {
-    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+    try {
+        for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+    } catch (const std::system_error& e) {  // the OS refused a thread (limits, memory)
+        stop();
+        throw std::runtime_error("could not start " + std::to_string(threads) + " threads: " + e.what() +
+                                 " (ask for fewer threads)");
+    }
 }
 
-ThreadPool::~ThreadPool() {
+ThreadPool::~ThreadPool() { stop(); }
+
+void ThreadPool::stop() {
     {
         std::lock_guard<std::mutex> lock(mu_);
         stop_ = true;
@@ -16,6 +27,7 @@ ThreadPool::~ThreadPool() {
     }
     wake_.notify_all();
     for (auto& t : workers_) t.join();
+    workers_.clear();
 }
 
 void ThreadPool::run(int n, const std::function<void(int)>& fn) {

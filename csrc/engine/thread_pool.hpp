@@ -32,6 +32,7 @@ public:
 
 private:
     void worker_loop(int id);
+    void stop();  // wakes, ends and joins every worker
 
     std::vector<std::thread> workers_;
     std::mutex mu_;

@@ -24,6 +24,10 @@ __all__ = ["as_plan", "default_threads", "PredictorBase", "DEFAULT_SPIN_MS"]
 #: stimulus loop that wants its threads hot sets ``spin_ms`` above the gap between its calls.
 DEFAULT_SPIN_MS = 0.2
 
+#: The most worker threads a predictor takes (each holds a workspace of ~1.4 MB for a
+#: published-size model); as csrc/bindings.cpp.
+MAX_THREADS = 1024
+
 
 def as_plan(model_or_plan: Any) -> Plan:
     """A Plan from a Plan, a path to a saved Plan, or a CompactModel (compiled; needs torch)."""
@@ -85,8 +89,8 @@ class PredictorBase:
         if layer0 not in ("winograd", "direct"):
             raise ValueError(f"layer0 must be 'winograd' or 'direct', got {layer0!r}")
         threads = default_threads() if threads is None else int(threads)
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+        if not 1 <= threads <= MAX_THREADS:
+            raise ValueError(f"threads must be between 1 and {MAX_THREADS}, got {threads}")
         if not 0 <= float(spin_ms) <= 1e4:
             raise ValueError(f"spin_ms must be between 0 and 10000, got {spin_ms}")
         if device == "cpu":
