@@ -60,6 +60,31 @@ def test_concurrent_callers(models):
     np.testing.assert_array_equal(lp.predict(xs[1]), cc.PopulationPredictor(models, threads=1).predict(xs[1]))
 
 
+def test_threads_sharing_a_loop_predictor_get_their_own_answers(models):
+    """top_k and predict(copy=True) from 8 threads give what each pool gives alone (the buffer is
+    shared: a plain predict view may be overwritten by the next caller)."""
+    lp = LoopPredictor(models, threads=2, max_images=16)
+    pools = [np.random.default_rng(100 + s).integers(0, 256, (8, 112, 112, 3), dtype=np.uint8) for s in range(8)]
+    ref = cc.PopulationPredictor(models, threads=1)
+    expect_pred = [ref.predict(p) for p in pools]
+    expect_top = [top_k(e, k=2) for e in expect_pred]
+    wrong = []
+
+    def worker(i):
+        for _ in range(15):
+            if not np.array_equal(lp.top_k(pools[i], k=2), expect_top[i]):
+                wrong.append(("top_k", i))
+            if not np.array_equal(lp.predict(pools[i], copy=True), expect_pred[i]):
+                wrong.append(("predict", i))
+
+    ts = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert wrong == []
+
+
 def test_top_k_and_most_informative():
     p = np.array([[1.0, 9.0], [5.0, 2.0], [3.0, 7.0], [np.nan, 0.0]])
     np.testing.assert_array_equal(top_k(p, k=2), [[1, 2], [0, 2]])

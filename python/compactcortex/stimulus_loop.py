@@ -46,37 +46,43 @@ class LoopPredictor:
     def num_neurons(self) -> int:
         return self._pop.num_models
 
-    def predict(self, images: np.ndarray, deadline_s: float | None = None) -> np.ndarray:
+    def predict(self, images: np.ndarray, deadline_s: float | None = None, copy: bool = False) -> np.ndarray:
         """Predicted responses (N, neurons) float32 of every neuron to every image.
 
         With ``deadline_s`` (seconds from the call), images are processed in chunks and no chunk is
         started that the measured speed says would end after the deadline; rows of images left out
-        are NaN. The returned array is a view of an internal buffer, valid until the next call
-        (copy it to keep it). A call that ends after its deadline counts as missed in :meth:`stats`.
+        are NaN. The returned array is a view of an internal buffer, valid until the next call from
+        any thread; ``copy=True`` returns a copy taken before another call can overwrite it (what
+        callers on several threads need). A call that ends after its deadline counts as missed in
+        :meth:`stats`.
         """
+        with self._lock:
+            out = self._predict_locked(images, deadline_s)
+            return out.copy() if copy else out
+
+    def _predict_locked(self, images: np.ndarray, deadline_s: float | None) -> np.ndarray:
         n = len(images)
         if n > len(self._out):
             raise ValueError(f"{n} images, but this LoopPredictor was made for at most {len(self._out)}")
-        with self._lock:
-            t0 = time.perf_counter()
-            out = self._out[:n]
-            if deadline_s is None:
-                self._pop.predict(images, out=out)
-            else:
-                out.fill(np.nan)
-                per_image = None
-                for i in range(0, n, self._chunk):
-                    j = min(n, i + self._chunk)
-                    elapsed = time.perf_counter() - t0
-                    if per_image is not None and elapsed + per_image * (j - i) > deadline_s:
-                        break
-                    self._pop.predict(images[i:j], out=out[i:j])
-                    per_image = (time.perf_counter() - t0) / j
-            latency = time.perf_counter() - t0
-            self._latencies.append(latency)
-            if deadline_s is not None and latency > deadline_s:
-                self._missed += 1
-            return out
+        t0 = time.perf_counter()
+        out = self._out[:n]
+        if deadline_s is None:
+            self._pop.predict(images, out=out)
+        else:
+            out.fill(np.nan)
+            per_image = None
+            for i in range(0, n, self._chunk):
+                j = min(n, i + self._chunk)
+                elapsed = time.perf_counter() - t0
+                if per_image is not None and elapsed + per_image * (j - i) > deadline_s:
+                    break
+                self._pop.predict(images[i:j], out=out[i:j])
+                per_image = (time.perf_counter() - t0) / j
+        latency = time.perf_counter() - t0
+        self._latencies.append(latency)
+        if deadline_s is not None and latency > deadline_s:
+            self._missed += 1
+        return out
 
     def stats(self) -> dict:
         """Latency of the calls so far: ``{"calls", "missed", "p50_ms", "p99_ms", "max_ms", "mean_ms"}``."""
@@ -94,8 +100,12 @@ class LoopPredictor:
             self._missed = 0
 
     def top_k(self, images: np.ndarray, neurons: Sequence[int] | None = None, k: int = 1) -> np.ndarray:
-        """Indices (len(neurons), k) of the images that drive each neuron most, best first."""
-        return top_k(self.predict(images), neurons, k)
+        """Indices (len(neurons), k) of the images that drive each neuron most, best first.
+
+        Safe from several threads: the choice is made before another call can reuse the buffer.
+        """
+        with self._lock:
+            return top_k(self._predict_locked(images, None), neurons, k)
 
 
 def top_k(predictions: np.ndarray, neurons: Sequence[int] | None = None, k: int = 1) -> np.ndarray:
