@@ -54,6 +54,24 @@ def test_bad_files(tmp_path):
         cc.Plan.load(truncated)
 
 
+@pytest.mark.parametrize("field, value", [("readout_bias", "nan"), ("readout_bias", "inf"),
+                                          ("mean", "[NaN, 1.0, 2.0]"), ("mean", "[1.0, Infinity, 2.0]")])
+def test_plan_with_non_finite_metadata_is_refused(tmp_path, field, value):
+    """A file whose bias or mean is NaN/inf would predict garbage: it is refused, naming the file."""
+    from safetensors.numpy import load_file, save_file
+    from safetensors import safe_open
+
+    good = tmp_path / "p.plan"
+    cc.compile(random_model((3, 3, 3, 3, 3))).save(good)
+    with safe_open(str(good), framework="numpy") as f:
+        meta = dict(f.metadata())
+    meta[field] = value
+    bad = tmp_path / "bad.plan"
+    save_file(load_file(str(good)), str(bad), metadata=meta)
+    with pytest.raises(ValueError, match=rf"bad.plan: .*{field}"):
+        cc.Plan.load(bad)
+
+
 def test_plan_of_another_architecture(tmp_path):
     from safetensors.numpy import load_file, save_file
     from safetensors import safe_open

@@ -62,6 +62,10 @@ class Plan:
             object.__setattr__(self, name, tuple(_frozen(a) for a in getattr(self, name)))
         object.__setattr__(self, "readout_bias", float(self.readout_bias))
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        if not np.isfinite(self.readout_bias):
+            raise ValueError(f"plan readout_bias is {self.readout_bias}, not a finite number")
+        if len(self.mean) != 3 or not all(np.isfinite(self.mean)):
+            raise ValueError(f"plan mean must be 3 finite pixel values, got {self.mean}")
 
     def _get(self, name: str) -> np.ndarray:
         if name[:2] in ("dw", "pw", "pb") and name[2:].isdigit():
