@@ -14,9 +14,14 @@ from tqdm import tqdm
 
 from .pipeline import NeuronJob, compress_neuron
 
-__all__ = ["BACKENDS", "run_neurons"]
+__all__ = ["BACKENDS", "check_backend", "run_neurons"]
 
 BACKENDS = ("local", "ray", "slurm")
+
+
+def check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
 
 
 def run_neurons(jobs: Sequence[NeuronJob], backend: str = "local", *, address: str | None = None,
@@ -32,8 +37,7 @@ def run_neurons(jobs: Sequence[NeuronJob], backend: str = "local", *, address: s
         slurm: submitit executor parameters, e.g. ``{"slurm_partition": "cpu", "timeout_min": 120}``;
             ``{"cluster": "local"}`` runs the array as local processes (for tests).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    check_backend(backend)
     if not jobs:
         return []
     cpus = int(cpus_per_task or jobs[0].threads or 1)
@@ -47,7 +51,7 @@ def run_neurons(jobs: Sequence[NeuronJob], backend: str = "local", *, address: s
             bar.set_postfix(params=rows[-1]["compact_params"])
         return rows
     specs = [{**job.to_dict(), "threads": cpus} for job in jobs]
-    return _on_ray(specs, address, cpus, progress) if backend == "ray" else _on_slurm(specs, cpus, slurm or {}, jobs)
+    return _on_ray(specs, address, cpus, progress) if backend == "ray" else _on_slurm(specs, cpus, slurm or {})
 
 
 def _on_ray(specs: list[dict], address: str | None, cpus: int, progress: bool) -> list[dict]:
@@ -72,13 +76,13 @@ def _on_ray(specs: list[dict], address: str | None, cpus: int, progress: bool) -
     return rows
 
 
-def _on_slurm(specs: list[dict], cpus: int, options: dict, jobs: Sequence[NeuronJob]) -> list[dict]:
+def _on_slurm(specs: list[dict], cpus: int, options: dict) -> list[dict]:
     try:
         import submitit
     except ImportError:
         raise ValueError("backend 'slurm' needs submitit: pip install 'compactcortex[slurm]'") from None
     options = dict(options)
-    folder = Path(jobs[0].out) / "work" / "submitit"
+    folder = Path(specs[0]["out"]) / "work" / "submitit"
     executor = submitit.AutoExecutor(folder=folder, cluster=options.pop("cluster", None))
     executor.update_parameters(cpus_per_task=cpus, **options)
     array = executor.map_array(compress_neuron, specs)

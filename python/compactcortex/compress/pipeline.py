@@ -446,10 +446,9 @@ def compress_session(
     base = NeuronJob(str(root), str(session), -1, str(out), teacher,
                      None if neurons is None else tuple(int(k) for k in neurons), asdict(recipe), threads,
                      images_from, backbone)
-    from .backends import BACKENDS, run_neurons
+    from .backends import check_backend, run_neurons
 
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    check_backend(backend)  # before stage 1, which may take long
     run = _session_run(base, progress, train_shared=True)
     rows = run_neurons([replace(base, neuron=k) for k in run.chosen], backend, address=address,
                        cpus_per_task=cpus_per_task, slurm=slurm, progress=progress)

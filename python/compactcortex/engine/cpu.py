@@ -34,7 +34,6 @@ class CpuBackend:
             self._engine = _engine.Population([p.weights_tuple() for p in plans], mean, threads, isa, winograd)
         self._engine.spin_ms = spin_ms
         self._plans = list(plans)
-        self._models = len(plans)
         self.layer0 = "winograd" if winograd else "direct"
 
     @property
@@ -54,7 +53,7 @@ class CpuBackend:
         if hasattr(images, "__dlpack__") and hasattr(images, "detach"):
             images = images.detach()  # DLPack refuses tensors that require grad
         n = leading_dim(images)
-        out = host_out(out, (n,) if self._single else (n, self._models))
+        out = host_out(out, (n,) if self._single else (n, len(self._plans)))
         try:
             self._engine.predict(images, out)
         except TypeError as e:
