@@ -9,6 +9,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/nb_inputs.hpp"
 #include "engine/engine.hpp"
@@ -190,7 +191,10 @@ NB_MODULE(_engine, m) {
              FloatOut out, FloatOut scratch) {
               float* rows[4];
               for (int p = 0; p < 4; ++p) rows[p] = out.data() + size_t(p) * Wout * Cp;
-              cc::select_kernels(isa)->wino0_band(in.data(), S, Wout, V.data(), b.data(), Cp, rows, scratch.data());
+              const cc::KernelTable* k = cc::select_kernels(isa);
+              std::vector<float> U(size_t(cc::wino0_u_floats(Wout)));
+              k->wino0_input(in.data(), S, Wout, U.data(), scratch.data());
+              k->wino0_product(U.data(), Wout, V.data(), b.data(), Cp, rows, scratch.data());
           },
           "isa"_a, "inp"_a, "S"_a, "Wout"_a, "V"_a, "b"_a, "Cp"_a, "out"_a, "scratch"_a);
     m.def("_kernel_gram_row",

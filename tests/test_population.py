@@ -15,14 +15,14 @@ def models():
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("batch", [1, 7, 20])
-def test_population_equals_single_model_predictors(models, threads, batch):
+@pytest.mark.parametrize("layer0", ["winograd", "direct"])
+def test_population_equals_single_model_predictors(models, threads, batch, layer0):
+    """Bit for bit: the input tiles a population shares are the ones each model would compute."""
     x = recentred(batch, seed=batch)
-    got = cc.PopulationPredictor(models, threads=threads).predict(x)
+    got = cc.PopulationPredictor(models, threads=threads, layer0=layer0).predict(x)
     assert got.shape == (batch, len(models)) and got.dtype == np.float32
     for m, model in enumerate(models):
-        single = cc.Predictor(model, threads=1).predict(x)
-        scale = np.abs(single).max()
-        assert np.abs(got[:, m] - single).max() <= 1e-5 * scale
+        np.testing.assert_array_equal(got[:, m], cc.Predictor(model, threads=1, layer0=layer0).predict(x))
         ref = torch_reference(model, x)
         assert np.abs(got[:, m] - ref).max() <= 1e-4 * np.abs(ref).max()
 
@@ -40,6 +40,10 @@ def test_population_inputs_and_errors(models, tmp_path):
     x = recentred(4)
     x[2, 0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="image 2 contains NaN"):
+        pop.predict(x)
+    x = recentred(13)  # the first bad image of a later group of images, not of the first
+    x[[9, 11], 5, 7, 1] = [np.inf, np.nan]
+    with pytest.raises(ValueError, match="image 9 contains NaN"):
         pop.predict(x)
     with pytest.raises(ValueError, match="at least one"):
         cc.PopulationPredictor([])

@@ -14,6 +14,9 @@
 #include "thread_pool.hpp"
 
 namespace cc {
+namespace detail {
+struct Buffer;
+}
 
 // First and second moments of one set of channels, summed over `count` samples.
 struct Moments {
@@ -62,6 +65,10 @@ public:
     void prepare(Workspace& ws) const;
     // One image through the whole model on the calling thread; `bad` is set on NaN/inf.
     float run_image(Workspace& ws, const ImageBatch& images, int64_t i, bool& bad) const;
+    // Image i's Winograd layer-0 input tiles, every band, into U (kBands x wino0_u_floats(kImg)
+    // floats), for run_image of any engine of the same mean through a workspace whose shared_u
+    // points at U. Sets ws.bad on NaN/inf.
+    void transform_input(Workspace& ws, const ImageBatch& images, int64_t i, float* U) const;
 
 private:
     struct StatsAcc;
@@ -71,6 +78,7 @@ private:
         int lo = 0, hi = -1;
     };
     void fill_input(Workspace& ws, const ImageBatch& b, int64_t i, int y0, int y1) const;
+    void fill_new_rows(Workspace& ws, const ImageBatch& b, int64_t i, int y, int band, const L0Run& run) const;
     // Layer-1 output row r of image i into l1 (padded for layer 2), producing first the layer-0
     // rows it reads that `run` lacks (and the image rows those read), upward or downward.
     void layer1_row(Workspace& ws, const ImageBatch& b, int64_t i, int r, bool up, L0Run& run, float* l1,
@@ -92,8 +100,9 @@ private:
     std::mutex call_mu_;
 };
 
-// Many models on the same images: (model, image chunk) work items spread over the threads,
-// each thread with one workspace sized for the largest model, re-laid-out per model.
+// Many models on the same images: per group of images, each image's layer-0 input transformed
+// once, then (model, image) work items spread over the threads, each thread with one workspace
+// sized for the largest model, re-laid-out per model.
 class PopulationEngine {
 public:
     PopulationEngine(const std::vector<ModelWeights>& models, const KernelTable* k, int threads,
@@ -113,6 +122,7 @@ public:
 private:
     std::vector<std::unique_ptr<Engine>> engines_;
     std::vector<std::unique_ptr<Engine::Workspace>> ws_;
+    std::unique_ptr<detail::Buffer> tiles_;  // Winograd input tiles of one group of images
     ThreadPool pool_;
     std::mutex call_mu_;
 };

@@ -20,12 +20,16 @@ struct KernelTable {
     void (*conv0_row)(const float* in, std::ptrdiff_t S, int Wout, const float* w,
                       const float* b, int Cp, float* out);
 
-    // Layer 0 by Winograd F(4x4, 5x5): output rows y..y+3 (out[0..3], each Wout x Cp, Wout a
-    // multiple of 4) from padded input rows y..y+7 (`in`, row stride S). `V` holds the
-    // transformed weights G w G^T as [Cp/width][i][j][ci][width] (i, j < 8, ci < 3); `scratch`
-    // needs wino0_scratch_floats(Wout, width) floats.
-    void (*wino0_band)(const float* in, std::ptrdiff_t S, int Wout, const float* V, const float* b,
-                       int Cp, float* const out[4], float* scratch);
+    // Layer 0 by Winograd F(4x4, 5x5), in two steps so that a population can transform an
+    // image once for all its models. wino0_input: the transformed 8x8 input tiles `U`
+    // (wino0_u_floats(Wout) floats, a layout private to the table) of padded input rows
+    // y..y+7 (`in`, row stride S). wino0_product: output rows y..y+3 (out[0..3], each Wout x Cp,
+    // Wout a multiple of 4) from those tiles. `V` holds the transformed weights G w G^T as
+    // [Cp/width][i][j][ci][width] (i, j < 8, ci < 3); `scratch` needs
+    // wino0_scratch_floats(Wout, width) floats.
+    void (*wino0_input)(const float* in, std::ptrdiff_t S, int Wout, float* U, float* scratch);
+    void (*wino0_product)(const float* U, int Wout, const float* V, const float* b, int Cp,
+                          float* const out[4], float* scratch);
 
     // Depthwise 5x5 with stride s: tmp[x][c] = sum_{ky,kx} rows[ky][(s*x+kx)*Cp + c] * dw[ky*5+kx][c].
     void (*dw_row)(const float* const rows[5], int s, int Wout, const float* dw, int Cp,
@@ -46,8 +50,10 @@ struct KernelTable {
     float (*dot)(const float* a, const float* b, std::ptrdiff_t n);
 };
 
+constexpr std::ptrdiff_t wino0_u_floats(int Wout) { return std::ptrdiff_t(Wout / 4) * 3 * 64; }
 inline std::ptrdiff_t wino0_scratch_floats(int Wout, int width) {
-    return std::ptrdiff_t(Wout + 4) * 3 * 8 + std::ptrdiff_t(Wout / 4) * 3 * 64 + 32 * width;
+    const std::ptrdiff_t columns = std::ptrdiff_t(Wout + 4) * 3 * 8, products = 32 * width;
+    return columns > products ? columns : products;
 }
 
 // Variants compiled from kernels_simd.cpp with different vector widths and target flags, plus

@@ -32,10 +32,8 @@ const float kAT[4][8] = {{1, 1, 1, 1, 1, 1, 1, 0},
                          {0, 1, 1, 4, 4, 0.25f, 0.25f, 0},
                          {0, 1, -1, 8, -8, 0.125f, -0.125f, 1}};
 
-void wino0_band(const float* in, std::ptrdiff_t S, int Wout, const float* V, const float* b,
-                int Cp, float* const out[4], float*) {
-    for (int t = 0; t < Wout / 4; ++t) {
-        double U[3][8][8];
+void wino0_input(const float* in, std::ptrdiff_t S, int Wout, float* U, float*) {
+    for (int t = 0; t < Wout / 4; ++t)  // U: [tile][ci][i][j]
         for (int ci = 0; ci < 3; ++ci)
             for (int i = 0; i < 8; ++i)
                 for (int j = 0; j < 8; ++j) {
@@ -43,14 +41,21 @@ void wino0_band(const float* in, std::ptrdiff_t S, int Wout, const float* V, con
                     for (int r = 0; r < 8; ++r)
                         for (int c = 0; c < 8; ++c)
                             acc += double(kBT[i][r]) * in[r * S + (4 * t + c) * 3 + ci] * kBT[j][c];
-                    U[ci][i][j] = acc;
+                    U[((t * 3 + ci) * 8 + i) * 8 + j] = float(acc);
                 }
+}
+
+void wino0_product(const float* U, int Wout, const float* V, const float* b, int Cp,
+                   float* const out[4], float*) {
+    for (int t = 0; t < Wout / 4; ++t) {
+        const float* Ut = U + t * 3 * 64;
         for (int ch = 0; ch < Cp; ++ch) {
             double M[8][8];
             for (int i = 0; i < 8; ++i)
                 for (int j = 0; j < 8; ++j) {
                     M[i][j] = 0.0;
-                    for (int ci = 0; ci < 3; ++ci) M[i][j] += U[ci][i][j] * V[((ch * 8 + i) * 8 + j) * 3 + ci];
+                    for (int ci = 0; ci < 3; ++ci)
+                        M[i][j] += double(Ut[(ci * 8 + i) * 8 + j]) * V[((ch * 8 + i) * 8 + j) * 3 + ci];
                 }
             for (int p = 0; p < 4; ++p)
                 for (int q = 0; q < 4; ++q) {
@@ -99,7 +104,7 @@ float dot(const float* a, const float* b, std::ptrdiff_t n) {
     return float(acc);
 }
 
-const KernelTable table = {"reference", 1, conv0_row, wino0_band, dw_row, pw_row, gram_row, dot};
+const KernelTable table = {"reference", 1, conv0_row, wino0_input, wino0_product, dw_row, pw_row, gram_row, dot};
 
 }  // namespace
 

@@ -112,24 +112,27 @@ inline void output_transform(const vf m[8], vf y[4]) {
     y[3] = (d1 + d2 * 8.0f + d3 * 0.125f) + m[7];
 }
 
-void wino0_band(const float* in, std::ptrdiff_t S, int Wout, const float* V, const float* b,
-                int Cp, float* const out[4], float* scratch) {
+void wino0_input(const float* in, std::ptrdiff_t S, int Wout, float* U, float* scratch) {
     const int tiles = Wout / 4, xs = (Wout + 4) * 3;
-    float* T = scratch;              // [xs][8]: B^T applied down the columns of the 8 rows
-    float* U = T + xs * 8;           // [tile][ci][j][i]: the transformed tiles
-    float* Z = U + tiles * 3 * 64;   // [i][q][W]: row-transformed products of one tile
+    float* T = scratch;  // [xs][8]: B^T applied down the columns of the 8 rows
     for (int x = 0; x < xs; ++x) {
         float d[8];
         for (int k = 0; k < 8; ++k) d[k] = in[k * S + x];
         input_transform(d, T + x * 8);
     }
-    for (int t = 0; t < tiles; ++t)
+    for (int t = 0; t < tiles; ++t)  // U: [tile][ci][j][i]
         for (int ci = 0; ci < 3; ++ci) {
             v8 d[8], u[8];
             for (int c = 0; c < 8; ++c) d[c] = load8(T + ((4 * t + c) * 3 + ci) * 8);
             input_transform(d, u);
             for (int j = 0; j < 8; ++j) store8(U + ((t * 3 + ci) * 8 + j) * 8, u[j]);
         }
+}
+
+void wino0_product(const float* U, int Wout, const float* V, const float* b, int Cp,
+                   float* const out[4], float* scratch) {
+    const int tiles = Wout / 4;
+    float* Z = scratch;  // [i][q][W]: row-transformed products of one tile
     for (int cv = 0; cv < Cp / W; ++cv) {
         const float* Vc = V + long(cv) * 64 * 3 * W;  // [i][j][ci][W]
         const vf bias = load(b + cv * W);
@@ -265,7 +268,7 @@ float dot(const float* a, const float* b, std::ptrdiff_t n) {  // n is a multipl
     return r;
 }
 
-const KernelTable table = {CC_TABLE_NAME, W, conv0_row, wino0_band, dw_row, pw_row, gram_row, dot};
+const KernelTable table = {CC_TABLE_NAME, W, conv0_row, wino0_input, wino0_product, dw_row, pw_row, gram_row, dot};
 
 }  // namespace
 

@@ -56,6 +56,23 @@ void Engine::fill_input(Workspace& ws, const ImageBatch& b, int64_t i, int y0, i
     ws.bad |= bad;
 }
 
+// The image rows that layer-0 rows [y, y + band) read and that `run` has not filled yet.
+void Engine::fill_new_rows(Workspace& ws, const ImageBatch& b, int64_t i, int y, int band, const L0Run& run) const {
+    int f0 = std::max(0, y - 2), f1 = std::min(kImg, y + band + 2);
+    if (run.hi >= run.lo) {  // image rows [lo-2, hi+2] are in place already
+        if (y > run.hi) f0 = std::max(f0, run.hi + 3);
+        else f1 = std::min(f1, run.lo - 2);
+    }
+    if (f0 < f1) fill_input(ws, b, i, f0, f1);
+}
+
+// The Winograd input tiles of every band of image i into U (kBands x wino0_u_floats(kImg)).
+void Engine::transform_input(Workspace& ws, const ImageBatch& b, int64_t i, float* U) const {
+    fill_input(ws, b, i, 0, kImg);
+    for (int band = 0; band < kBands; ++band)
+        k_->wino0_input(ws.in.p + 4 * band * kInStride, kInStride, kImg, U + band * wino0_u_floats(kImg), ws.wino.p);
+}
+
 void Engine::layer1_row(Workspace& ws, const ImageBatch& b, int64_t i, int r, bool up, L0Run& run, float* l1,
                         StatsAcc* st) const {
     const int c0 = np_[0], c1 = np_[1];
@@ -71,18 +88,18 @@ void Engine::layer1_row(Workspace& ws, const ImageBatch& b, int64_t i, int r, bo
         run.hi = run.lo - 1;
     }
     auto produce = [&](int y) {  // band [y, y + band) and, first, the image rows it reads
-        int f0 = std::max(0, y - 2), f1 = std::min(kImg, y + band + 2);
-        if (run.hi >= run.lo) {  // image rows [lo-2, hi+2] are in place already
-            if (y > run.hi) f0 = std::max(f0, run.hi + 3);
-            else f1 = std::min(f1, run.lo - 2);
-        }
-        if (f0 < f1) fill_input(ws, b, i, f0, f1);
-        if (winograd_) {
-            float* out[4] = {slot(y) + c0, slot(y + 1) + c0, slot(y + 2) + c0, slot(y + 3) + c0};
-            k_->wino0_band(ws.in.p + y * kInStride, kInStride, kImg, wino_v_.data(), b0_.data(), c0, out, ws.wino.p);
-        } else {
+        if (!winograd_) {
+            fill_new_rows(ws, b, i, y, band, run);
             k_->conv0_row(ws.in.p + y * kInStride, kInStride, kImg, w0_.data(), b0_.data(), c0, slot(y) + c0);
+            return;
         }
+        float* out[4] = {slot(y) + c0, slot(y + 1) + c0, slot(y + 2) + c0, slot(y + 3) + c0};
+        const float* U = ws.shared_u ? ws.shared_u + (y / 4) * wino0_u_floats(kImg) : ws.wino_u.p;
+        if (!ws.shared_u) {
+            fill_new_rows(ws, b, i, y, band, run);
+            k_->wino0_input(ws.in.p + y * kInStride, kInStride, kImg, ws.wino_u.p, ws.wino.p);
+        }
+        k_->wino0_product(U, kImg, wino_v_.data(), b0_.data(), c0, out, ws.wino.p);
     };
     while (run.hi < need_hi) {
         const int y = run.hi + 1;
