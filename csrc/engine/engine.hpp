@@ -65,8 +65,8 @@ public:
     void prepare(Workspace& ws) const;
     // One image through the whole model on the calling thread; `bad` is set on NaN/inf.
     float run_image(Workspace& ws, const ImageBatch& images, int64_t i, bool& bad) const;
-    // Image i's Winograd layer-0 input tiles, every band, into U (kBands x wino0_u_floats(kImg)
-    // floats), for run_image of any engine of the same mean through a workspace whose shared_u
+    // Image i's Winograd layer-0 input tiles, every band, into U (kImageTiles floats, see
+    // workspace.hpp), for run_image of any engine of the same mean through a workspace whose shared_u
     // points at U. Sets ws.bad on NaN/inf.
     void transform_input(Workspace& ws, const ImageBatch& images, int64_t i, float* U) const;
 

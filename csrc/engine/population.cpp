@@ -10,7 +10,6 @@ namespace {
 // Images per group: the transformed tiles of a group (600 KB an image) stay in the last-level
 // cache while every model reads them; enough (model, image) items to balance the threads.
 constexpr int64_t kGroupPerThread = 2;
-constexpr std::ptrdiff_t kImageTiles = kBands * wino0_u_floats(kImg);
 }  // namespace
 
 PopulationEngine::PopulationEngine(const std::vector<ModelWeights>& models, const KernelTable* k,

@@ -66,11 +66,11 @@ void Engine::fill_new_rows(Workspace& ws, const ImageBatch& b, int64_t i, int y,
     if (f0 < f1) fill_input(ws, b, i, f0, f1);
 }
 
-// The Winograd input tiles of every band of image i into U (kBands x wino0_u_floats(kImg)).
+// The Winograd input tiles of every band of image i into U (kImageTiles floats).
 void Engine::transform_input(Workspace& ws, const ImageBatch& b, int64_t i, float* U) const {
     fill_input(ws, b, i, 0, kImg);
     for (int band = 0; band < kBands; ++band)
-        k_->wino0_input(ws.in.p + 4 * band * kInStride, kInStride, kImg, U + band * wino0_u_floats(kImg), ws.wino.p);
+        k_->wino0_input(ws.in.p + 4 * band * kInStride, kInStride, kImg, U + band * kBandTiles, ws.wino.p);
 }
 
 void Engine::layer1_row(Workspace& ws, const ImageBatch& b, int64_t i, int r, bool up, L0Run& run, float* l1,
@@ -94,8 +94,10 @@ void Engine::layer1_row(Workspace& ws, const ImageBatch& b, int64_t i, int r, bo
             return;
         }
         float* out[4] = {slot(y) + c0, slot(y + 1) + c0, slot(y + 2) + c0, slot(y + 3) + c0};
-        const float* U = ws.shared_u ? ws.shared_u + (y / 4) * wino0_u_floats(kImg) : ws.wino_u.p;
-        if (!ws.shared_u) {
+        const float* U = ws.wino_u.p;
+        if (ws.shared_u) {
+            U = ws.shared_u + (y / 4) * kBandTiles;
+        } else {
             fill_new_rows(ws, b, i, y, band, run);
             k_->wino0_input(ws.in.p + y * kInStride, kInStride, kImg, ws.wino_u.p, ws.wino.p);
         }

@@ -6,7 +6,7 @@ using namespace detail;
 
 Engine::Workspace::Workspace(const std::array<int, 5>& np, int width)
     : in(size_t(kInPadW) * kInStride),
-      wino_u(size_t(wino0_u_floats(kImg))),
+      wino_u(size_t(kBandTiles)),
       wino(size_t(wino0_scratch_floats(kImg, width))),
       ring(size_t(kRingRows) * kL0PadW * np[0]),
       zero_row(size_t(kL0PadW) * np[0]),

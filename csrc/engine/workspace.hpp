@@ -19,6 +19,8 @@ constexpr int kInPadW = kImg + 4;        // layer-0 input with a 2-pixel zero bo
 constexpr long kInStride = kInPadW * 3;  // floats per padded input row
 constexpr int kL1 = 56, kL2 = 28;
 constexpr int kBands = kImg / 4;          // Winograd layer 0 works in bands of 4 rows
+constexpr std::ptrdiff_t kBandTiles = wino0_u_floats(kImg);  // transformed input tiles of one band
+constexpr std::ptrdiff_t kImageTiles = kBands * kBandTiles;  // ... of a whole image
 constexpr int kRingRows = 8;             // >= 5 rows in use + 2 being produced
 constexpr int kL0PadW = 1 + kImg + 2;    // layer-0 output row, TF 'same' stride-2 pad 1/2
 constexpr int kL1PadW = 1 + kL1 + 2;     // layer-1 output, padded for layer 2 (stride 2)
@@ -53,7 +55,7 @@ struct Engine::Workspace {
     detail::Buffer in, wino_u, wino, ring, zero_row, l1, l2, l3, l4, tmp;
     bool bad = false;
     // Where set (PopulationEngine), the current image's Winograd input tiles, every band's
-    // (kBands x wino0_u_floats(kImg)), computed once for all models: layer 0 then neither reads
+    // (kImageTiles floats), computed once for all models: layer 0 then neither reads
     // the image nor transforms it.
     const float* shared_u = nullptr;
     Workspace(const std::array<int, 5>& np, int width);
