@@ -176,6 +176,18 @@ NB_MODULE(_engine, m) {
           "Kernel variants this CPU and build can run (the first is what 'auto' picks, except "
           "emu512, which only exists to test the 16-wide code on AVX2 machines).");
     m.def("vector_width", [](const std::string& isa) { return cc::select_kernels(isa)->width; }, "isa"_a);
+    m.def("_denormals_flushed", [](int threads) {
+        // For each thread of a pool: does a subnormal input read as zero (DAZ) and a subnormal
+        // result become zero (FTZ)? volatile keeps the compiler from folding the arithmetic.
+        cc::ThreadPool pool(threads);
+        std::vector<int> out(size_t(pool.size()), 0);
+        pool.run(pool.size(), [&](int t) {
+            volatile float sub = 1e-40f, tiny = 1e-30f, scale = 1e-10f;
+            const float in = sub * 1.0f, result = tiny * scale;
+            out[size_t(t)] = (in == 0.0f) && (result == 0.0f);
+        });
+        return out;
+    }, "threads"_a, "Per pool thread, whether subnormal floats are flushed to zero inside its jobs (tests).");
     m.def("_wino0_scratch_floats", &cc::wino0_scratch_floats, "wout"_a, "width"_a,
           "Floats of scratch that _kernel_wino0_band needs for Wout output pixels at this vector width.");
 

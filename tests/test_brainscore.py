@@ -79,7 +79,7 @@ def test_stimuli_of_other_sizes_and_modes_are_resized_rgb(tmp_path):
     grey = read_stimulus(tmp_path / "grey.png")
     assert grey.shape == (112, 112, 3) and (grey[..., 0] == grey[..., 2]).all()
     (tmp_path / "junk.png").write_bytes(b"not an image")
-    with pytest.raises(ValueError, match="junk.png: cannot read"):
+    with pytest.raises(ValueError, match="junk.png: cannot decode"):
         read_stimulus(tmp_path / "junk.png")
 
 

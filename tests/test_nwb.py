@@ -68,9 +68,10 @@ def _nwbfile(session_id="S42"):
 
 
 def _write(path, *, images=None, layout="images_ordered", table="presentations", column="image_index",
-           shown=SHOWN, onsets=ONSETS, units=True, spikes=None, images_name="images", rows=None):
+           shown=SHOWN, onsets=ONSETS, units=True, spikes=None, images_name="images", rows=None,
+           session_id="S42"):
     """Write a test NWB file; returns the image array stored (in index order)."""
-    f = _nwbfile()
+    f = _nwbfile(session_id)
     imgs = _images() if images is None else images
     if units:
         for u, uid in enumerate(UNIT_IDS):
@@ -302,3 +303,13 @@ def test_missing_pynwb_message(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pynwb", None)  # makes `import pynwb` raise ImportError
     with pytest.raises(ImportError, match=r'pip install "compactcortex\[nwb\]"'):
         from_nwb(tmp_path / "a.nwb")
+
+
+def test_session_id_that_is_not_a_file_name_is_refused(tmp_path):
+    # the session name becomes images_<name>.zip etc.: "../x" would write outside the folder
+    _write(tmp_path / "evil.nwb", session_id="../../escaped")
+    with pytest.raises(ValueError, match=r"evil.nwb: session_id '../../escaped' cannot be used as a file "
+                                         r"name.*pass name="):
+        from_nwb(tmp_path / "evil.nwb")
+    s = from_nwb(tmp_path / "evil.nwb", name="ok_name")
+    assert s.name == "ok_name"

@@ -7,6 +7,32 @@
 
 namespace cc {
 
+#if defined(__x86_64__) || defined(__i386__)
+FlushDenormals::FlushDenormals() {
+    unsigned csr;
+    __asm__ volatile("stmxcsr %0" : "=m"(csr));
+    saved_ = csr;
+    csr |= 0x8040u;  // FTZ (bit 15) | DAZ (bit 6)
+    __asm__ volatile("ldmxcsr %0" : : "m"(csr));
+}
+FlushDenormals::~FlushDenormals() {
+    unsigned csr = unsigned(saved_);
+    __asm__ volatile("ldmxcsr %0" : : "m"(csr));
+}
+#elif defined(__aarch64__)
+FlushDenormals::FlushDenormals() {
+    unsigned long long fpcr;
+    __asm__ volatile("mrs %0, fpcr" : "=r"(fpcr));
+    saved_ = fpcr;
+    fpcr |= 1ull << 24;  // FZ
+    __asm__ volatile("msr fpcr, %0" : : "r"(fpcr));
+}
+FlushDenormals::~FlushDenormals() { __asm__ volatile("msr fpcr, %0" : : "r"(saved_)); }
+#else
+FlushDenormals::FlushDenormals() {}
+FlushDenormals::~FlushDenormals() {}
+#endif
+
 ThreadPool::ThreadPool(int threads) {
     try {
         for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
@@ -31,6 +57,7 @@ void ThreadPool::stop() {
 }
 
 void ThreadPool::run(int n, const std::function<void(int)>& fn) {
+    FlushDenormals flush;
     if (n > size()) n = size();
     if (n <= 1) {
         fn(0);
@@ -50,6 +77,7 @@ void ThreadPool::run(int n, const std::function<void(int)>& fn) {
 }
 
 void ThreadPool::run_elastic(const std::function<void(int)>& fn) {
+    FlushDenormals flush;
     if (workers_.empty()) {
         fn(0);
         return;
@@ -70,6 +98,7 @@ void ThreadPool::run_elastic(const std::function<void(int)>& fn) {
 }
 
 void ThreadPool::worker_loop(int id) {
+    FlushDenormals flush;  // workers run nothing but jobs
     unsigned seen = 0;
     for (;;) {
         // Poll for spin_us before sleeping on the condition variable (the clock read every 64 polls).

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .constants import IMAGE_SIZE
+from .data.image_files import decode_rgb
 
 try:
     from brainscore_core.supported_data_standards.brainio.assemblies import NeuroidAssembly
@@ -36,7 +36,6 @@ __all__ = ["brain_model", "CompactBrainModel", "VISUAL_DEGREES"]
 #: Degrees of visual angle spanned by the 112x112 images the published models were fitted on.
 VISUAL_DEGREES = 11.2
 #: A stimulus file larger than this (in pixels) is refused before it is decoded.
-MAX_STIMULUS_PIXELS = 8192 * 8192
 _CHUNK = 256  # images per engine call: bounds the decoded pixels held at once
 
 
@@ -114,18 +113,7 @@ class CompactBrainModel(BrainModel):
 
 def read_stimulus(path: str | Path) -> np.ndarray:
     """One stimulus file as (112, 112, 3) uint8 RGB (resized with Pillow's antialiased bilinear filter)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            if im.width * im.height > MAX_STIMULUS_PIXELS:
-                raise ValueError(f"{path}: {im.width}x{im.height} pixels, more than the {MAX_STIMULUS_PIXELS} accepted")
-            rgb = im.convert("RGB")
-            if rgb.size != (IMAGE_SIZE, IMAGE_SIZE):
-                rgb = rgb.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
-            return np.asarray(rgb, np.uint8)
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read the stimulus image ({e})") from None
+    return decode_rgb(Path(path), str(path), resize=True)
 
 
 def brain_model(models_or_root: str | Path | Sequence[Any], session: str | int | None = None, *,

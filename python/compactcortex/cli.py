@@ -10,6 +10,36 @@ import numpy as np
 
 __all__ = ["main"]
 
+_THREADS = 1024  # as compactcortex.engine.frontend.MAX_THREADS (not imported: it loads the engine)
+
+
+def _int_arg(lo: int, hi: int):
+    """An argparse type: an integer in [lo, hi] (argparse then prints one line and exits 2)."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"must be between {lo} and {hi}, got {v}")
+        return v
+    parse.__name__ = "integer"
+    return parse
+
+
+def _float_arg(lo: float, hi: float, above: bool = False):
+    """An argparse type: a finite number in [lo, hi] (or (lo, hi] with ``above``)."""
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (lo < v <= hi if above else lo <= v <= hi):  # also False for NaN
+            raise argparse.ArgumentTypeError(f"must be {'above' if above else 'at least'} {lo} and at most {hi}, got {text}")
+        return v
+    parse.__name__ = "number"
+    return parse
+
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .files import atomic_path
@@ -235,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a .npy of (N,112,112,3) or (N,3,112,112), a .zip of images, or a folder of images "
                          "(taken in sorted name order)")
     pr.add_argument("--out", required=True, help="output .npy, float32, shape (N,)")
-    pr.add_argument("--threads", type=int, default=None, help="worker threads (default: all CPUs available)")
+    pr.add_argument("--threads", type=_int_arg(1, _THREADS), default=None, help="worker threads (default: all CPUs available)")
     pr.set_defaults(fn=_cmd_predict)
 
     be = sub.add_parser(
@@ -246,9 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "counts (48, 60, 3, 3, 3). For ONNX Runtime, OpenVINO and torch.compile, run "
                     "benchmarks/bench_inference.py.")
     be.add_argument("--model", help="an authors' .pt file (default: random published-size model)")
-    be.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts (default: 1 2)")
-    be.add_argument("--batch", type=int, nargs="+", default=[1, 64], help="batch sizes (default: 1 64)")
-    be.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds (default: 15)")
+    be.add_argument("--threads", type=_int_arg(1, _THREADS), nargs="+", default=[1, 2], help="thread counts (default: 1 2)")
+    be.add_argument("--batch", type=_int_arg(1, 100_000), nargs="+", default=[1, 64], help="batch sizes (default: 1 64)")
+    be.add_argument("--rounds", type=_int_arg(1, 10_000), default=15, help="interleaved timing rounds (default: 15)")
     be.add_argument("--json", help="also write the results to this JSON file")
     be.set_defaults(fn=_cmd_bench)
 
@@ -263,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a folder laid out like ../shared/data/v4 (compact_models/torch, images, "
                          "responses_repeat_averaged, responses_raw) or a clone of the authors' repository")
     ev.add_argument("--session", required=True, help="session id, e.g. 190923")
-    ev.add_argument("--threads", type=int, default=None, help="engine threads (default: all CPUs available)")
+    ev.add_argument("--threads", type=_int_arg(1, _THREADS), default=None, help="engine threads (default: all CPUs available)")
     ev.add_argument("--json", help='also write {"session", "neurons": [{"neuron", "r", "r2er"}], "median_r", '
                                    '"median_r2er"} to this file')
     ev.set_defaults(fn=_cmd_evaluate)
@@ -298,6 +328,14 @@ def build_parser() -> argparse.ArgumentParser:
                              ("threshold", float, "pruning: fraction of each layer's output variance kept"),
                              ("retrain_steps", int, "re-training steps after each pruned layer"),
                              ("threads", int, "CPU threads"), ("seed", int, "random seed")]:
+        if name == "threshold":
+            typ = _float_arg(0, 1, above=True)
+        elif typ is float:
+            typ = _float_arg(0, 1e3, above=True)
+        elif name == "threads":
+            typ = _int_arg(1, _THREADS)
+        else:  # counts; zero is meaningful only for rounds and steps
+            typ = _int_arg(0 if name in _DEMO_ZERO_OK else 1, 2**32 - 1 if name == "seed" else 10_000_000)
         de.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, help=help_)
     de.set_defaults(fn=_cmd_demo)
 
@@ -319,11 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --teacher fit: the pretrained trunk the teacher's readouts are fitted on: 'auto' "
                          "(the 200-filter shared compact model under --data if there is one, else a teacher "
                          "from scratch), 'none' (from scratch), 'shared_compact_<N>', or a .keras file")
-    co.add_argument("--neurons", type=int, nargs="+", default=None, help="neuron indices (default: all)")
-    co.add_argument("--minutes-per-neuron", type=float, default=None,
+    co.add_argument("--neurons", type=_int_arg(0, 1_000_000), nargs="+", default=None, help="neuron indices (default: all)")
+    co.add_argument("--minutes-per-neuron", type=_float_arg(0, 1e6, above=True), default=None,
                     help="scale the training budget to about M minutes per neuron on 2 cores (the default recipe "
                          "took 2.2 for the 33 neurons of 190923)")
-    co.add_argument("--threads", type=int, default=None, help="CPU threads (default: all available)")
+    co.add_argument("--threads", type=_int_arg(1, _THREADS), default=None, help="CPU threads (default: all available)")
     co.add_argument("--images-from", default=None,
                     help="another session whose images to use where SESSION has none here (e.g. 211022)")
     co.add_argument("--out", required=True, help="output folder (on storage every worker sees, for ray/slurm)")
@@ -332,9 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "a SLURM job array through submitit (extra [slurm])")
     co.add_argument("--address", default=None, help="--backend ray: the cluster address (default: a running or new "
                                                      "local one)")
-    co.add_argument("--cpus-per-task", type=int, default=None, help="--backend ray/slurm: CPUs per neuron (default 1)")
+    co.add_argument("--cpus-per-task", type=_int_arg(1, 4096), default=None, help="--backend ray/slurm: CPUs per neuron (default 1)")
     co.add_argument("--slurm-partition", default=None, help="--backend slurm: the partition")
-    co.add_argument("--slurm-time-min", type=int, default=None, help="--backend slurm: the time limit per neuron (min)")
+    co.add_argument("--slurm-time-min", type=_int_arg(1, 1_000_000), default=None, help="--backend slurm: the time limit per neuron (min)")
     co.set_defaults(fn=_cmd_compress)
 
     lb = sub.add_parser(
@@ -345,12 +383,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "per trial that meets the deadline at p99, for the engine and PyTorch eager.")
     lb.add_argument("--data", help="published data folder (with --session); default: random models")
     lb.add_argument("--session", default="190923")
-    lb.add_argument("--random", type=int, default=33, help="number of random models without --data")
-    lb.add_argument("--rate", type=float, default=2.0, help="trials per second (default 2)")
-    lb.add_argument("--pool", type=int, default=16, help="candidate images per trial (default 16)")
-    lb.add_argument("--trials", type=int, default=10)
-    lb.add_argument("--threads", type=int, default=2)
-    lb.add_argument("--spin-ms", type=float, default=0.2,
+    lb.add_argument("--random", type=_int_arg(1, 100_000), default=33, help="number of random models without --data")
+    lb.add_argument("--rate", type=_float_arg(0, 10_000, above=True), default=2.0, help="trials per second (default 2)")
+    lb.add_argument("--pool", type=_int_arg(1, 1_000_000), default=16, help="candidate images per trial (default 16)")
+    lb.add_argument("--trials", type=_int_arg(1, 10_000_000), default=10)
+    lb.add_argument("--threads", type=_int_arg(1, _THREADS), default=2)
+    lb.add_argument("--spin-ms", type=_float_arg(0, 10_000), default=0.2,
                     help="engine workers poll this long between calls before sleeping (default 0.2; above "
                          "1000/rate keeps them hot between trials, at the cost of that CPU time)")
     lb.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
@@ -366,10 +404,10 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--model", nargs="+", help="CompactModel .safetensors or authors' .pt files")
     st.add_argument("--data", default="../shared/data/v4", help="published data folder (without --model)")
     st.add_argument("--session", default="190923")
-    st.add_argument("--neurons", type=int, nargs="+", default=[0, 1, 2, 3])
-    st.add_argument("--n", type=int, default=2, help="images per neuron")
-    st.add_argument("--steps", type=int, default=200)
-    st.add_argument("--pool", type=int, default=500, help="procedural candidate images")
+    st.add_argument("--neurons", type=_int_arg(0, 1_000_000), nargs="+", default=[0, 1, 2, 3])
+    st.add_argument("--n", type=_int_arg(1, 10_000), default=2, help="images per neuron")
+    st.add_argument("--steps", type=_int_arg(0, 10_000_000), default=200)
+    st.add_argument("--pool", type=_int_arg(1, 10_000_000), default=500, help="procedural candidate images")
     st.add_argument("--from-pool", action="store_true", help="start from each neuron's best pool images")
     st.add_argument("--out", default="preferred_stimuli.png", help="gallery PNG")
     st.set_defaults(fn=_cmd_preferred)
@@ -382,8 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "RMS on procedural images). Writes OUT/consolidation_SESSION.json and three PNG plots.")
     cs.add_argument("--data", default="../shared/data/v4", help="published V4 data folder")
     cs.add_argument("--session", default="190923")
-    cs.add_argument("--k", type=int, default=16, help="clusters of layer-0 filters")
-    cs.add_argument("--images", type=int, default=32, help="procedural images for the input RMS (0: raw weights)")
+    cs.add_argument("--k", type=_int_arg(1, 10_000), default=16, help="clusters of layer-0 filters")
+    cs.add_argument("--images", type=_int_arg(0, 100_000), default=32, help="procedural images for the input RMS (0: raw weights)")
     cs.add_argument("--out", default="benchmarks/results", help="output folder")
     cs.set_defaults(fn=_cmd_consolidation)
 
@@ -394,23 +432,32 @@ def build_parser() -> argparse.ArgumentParser:
                     "(PNG), OUT/responses_repeat_averaged and OUT/responses_raw (spike counts per 100 ms bin; "
                     "raw trials NaN-padded), and OUT/digital/NAME.json (the ground-truth neurons).")
     sy.add_argument("--out", required=True, help="output folder")
-    sy.add_argument("--neurons", type=int, default=32)
-    sy.add_argument("--images", type=int, default=1200)
-    sy.add_argument("--repeats", type=int, default=10, help="trials per image (at most)")
-    sy.add_argument("--min-repeats", type=int, default=None, help="fewest trials per image (default: all equal)")
-    sy.add_argument("--seed", type=int, default=0)
+    sy.add_argument("--neurons", type=_int_arg(1, 100_000), default=32)
+    sy.add_argument("--images", type=_int_arg(1, 1_000_000), default=1200)
+    sy.add_argument("--repeats", type=_int_arg(1, 10_000), default=10, help="trials per image (at most)")
+    sy.add_argument("--min-repeats", type=_int_arg(1, 10_000), default=None, help="fewest trials per image (default: all equal)")
+    sy.add_argument("--seed", type=_int_arg(0, 2**32 - 1), default=0)
     sy.add_argument("--name", default="digital", help="session name (default: digital)")
     sy.set_defaults(fn=_cmd_data_digital)
     return p
 
 
+_DEMO_ZERO_OK = {"seed", "loop_rounds", "final_steps", "retrain_steps", "rounds"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; a user error (bad value, unreadable or unwritable file) prints one line
+    and returns 2."""
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except ValueError as e:
-        print(f"compactcortex {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, OSError) as e:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"compactcortex {args.command}: error: {text}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"compactcortex {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 __all__ = ["PLAN_FORMAT", "COMPACT_MODEL_FORMAT", "ENSEMBLE_FORMAT", "TRANSFER_TEACHER_FORMAT",
-           "atomic_path", "write_json", "safetensors_format", "read_safetensors_meta"]
+           "atomic_path", "write_json", "safetensors_format", "read_safetensors_meta", "checked_name"]
 
 # The ``format`` metadata entry of each safetensors file the package writes.
 PLAN_FORMAT = "compactcortex.Plan/1"
@@ -24,6 +25,23 @@ TRANSFER_TEACHER_FORMAT = "compactcortex.TransferTeacher/1"
 # mkstemp creates 0600 files; give results the permissions an ordinary open() would (0666 & ~umask).
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+
+
+def checked_name(name: object, what: str) -> str:
+    """``str(name)`` if it can be one component of a file name, else ValueError.
+
+    Every name that becomes part of a path (session names from the command line, NWB
+    ``session_id``, digital population names) goes through here, so none can climb out of its
+    folder (``../x``), hide (``.x``), pass for an option (``-x``) or hold separators.
+    """
+    text = str(name)
+    if not _NAME.fullmatch(text):
+        raise ValueError(f"{what} {text!r} cannot be used as a file name: use letters, digits and . _ + - "
+                         f"(starting with a letter or digit, at most 128 characters)")
+    return text
 
 
 @contextmanager

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_path
+from ..files import atomic_path, checked_name
 from ..constants import DATASET_MEAN, IMAGE_SIZE
 from .procedural import procedural
 from .session import Session, load_session, save_session
@@ -490,7 +490,7 @@ def digital_population(n_neurons: int = 32, n_images: int = 1200, repeats: int =
 
 
 def _json_path(root: str | Path, name: str) -> Path:
-    return Path(root) / "digital" / f"{name}.json"
+    return Path(root) / "digital" / f"{checked_name(name, 'population name')}.json"
 
 
 def save_digital_population(pop: DigitalPopulation, root: str | Path, name: str = "digital") -> Path:

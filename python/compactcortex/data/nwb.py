@@ -44,6 +44,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..constants import IMAGE_SIZE
+from ..files import checked_name
 from .session import Session
 
 __all__ = ["from_nwb"]
@@ -118,6 +119,11 @@ def from_nwb(
         onsets, shown, linked = _read_presentations(path, nwbfile, stimulus, image_column, pynwb)
         templates = _read_images(path, nwbfile, images, linked, resize, pynwb)
         session_name = name if name is not None else (nwbfile.session_id or path.stem)
+        if name is None and nwbfile.session_id:
+            try:
+                checked_name(session_name, "session_id")
+            except ValueError as e:
+                raise ValueError(f"{path}: {e}; pass name= to choose another") from None
 
     if len(onsets) == 0:
         raise ValueError(f"{path}: presentation table {stimulus!r} has no presentations")

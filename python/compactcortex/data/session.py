@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_path
+from ..files import atomic_path, checked_name
 from ..constants import IMAGE_SIZE
 from .image_files import IMAGE_SUFFIXES, read_images
 
@@ -45,6 +45,7 @@ class Session:
     raw: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        self.name = checked_name(self.name, "session name")
         n = len(self.images)
         if self.images.ndim != 4 or self.images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
             raise ValueError(f"session {self.name}: images must be (N,112,112,3), got {self.images.shape}")
@@ -102,8 +103,8 @@ def load_session(root: str | Path, session: str | int) -> Session:
         ValueError: the session is missing, a file is truncated or corrupt, or the arrays'
             shapes disagree with each other or with the number of images.
     """
+    name = checked_name(session, "session")
     d = data_dir(root)
-    name = str(session)
     resp_path = d / "responses_repeat_averaged" / f"responses_{name}.npy"
     if not resp_path.is_file():
         known = ", ".join(list_sessions(root)) or "none"

@@ -53,7 +53,7 @@ class CpuBackend:
         if hasattr(images, "__dlpack__") and hasattr(images, "detach"):
             images = images.detach()  # DLPack refuses tensors that require grad
         n = leading_dim(images)
-        out = host_out(out, (n,) if self._single else (n, len(self._plans)))
+        out = host_out(out, (n,) if self._single else (n, len(self._plans)), images)
         try:
             self._engine.predict(images, out)
         except TypeError as e:

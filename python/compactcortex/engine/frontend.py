@@ -66,14 +66,27 @@ def leading_dim(images: Any) -> int:
     return int(shape[0]) if len(shape) else 0
 
 
-def host_out(out: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
-    """``out`` checked (writeable C-contiguous float32 of ``shape``), or a new array."""
+def host_out(out: np.ndarray | None, shape: tuple[int, ...], images: Any = None) -> np.ndarray:
+    """``out`` checked (writeable C-contiguous float32 of ``shape``, not overlapping ``images``),
+    or a new array."""
     if out is None:
         return np.empty(shape, np.float32)
     if not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == shape
             and out.flags.c_contiguous and out.flags.writeable):
         raise ValueError(f"out must be a writeable, C-contiguous float32 numpy array of shape {shape}")
+    if images is not None and np.may_share_memory(out, _host_view(images)):
+        raise ValueError("out overlaps the images: results would overwrite pixels not yet read")
     return out
+
+
+def _host_view(images: Any) -> Any:
+    """A numpy view of a CPU tensor's memory (for the overlap check); anything else as given."""
+    if isinstance(images, np.ndarray) or not hasattr(images, "numpy"):
+        return images
+    try:
+        return images.numpy()
+    except (TypeError, RuntimeError):  # a dtype numpy lacks, or not on the CPU: cannot be `out`
+        return np.empty(0)
 
 
 class PredictorBase:

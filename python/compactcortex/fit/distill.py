@@ -133,7 +133,8 @@ def fine_tune(student: CompactModel, teacher: Teacher | None, neuron: Neurons, s
               lr: float = 3e-4, checkpoint: str | Path | None = None, desc: str = "distil",
               progress: bool = True, init_bias: bool = False, checkpoint_every: int = 50,
               readout_lr: float | None = None, backend: str = "engine",
-              callback: Callable[[int, CompactModel], None] | None = None) -> dict:
+              callback: Callable[[int, CompactModel], None] | None = None,
+              settings: dict | None = None) -> dict:
     """Train ``student`` (in place) on the teacher's outputs for ``steps`` batches of ``stream``.
 
     ``stream(step)`` returns images (the teacher is run on them) or ``(images, targets)`` (e.g. a
@@ -149,7 +150,9 @@ def fine_tune(student: CompactModel, teacher: Teacher | None, neuron: Neurons, s
     readout weights = 0). ``readout_lr`` is the learning rate of the readout weights (default
     ``lr / sqrt(fan-in)``; see ``_param_groups``). ``callback(step, student)`` runs after every
     checkpoint interval (e.g. to record held-out accuracy; the student is in eval mode during the
-    call). Returns ``{"steps", "final_loss"}``.
+    call). ``settings`` (plain values: the stream's seed, batch, ...) are recorded in the
+    checkpoint with this call's own (steps, learning rates, student shape, targets); a checkpoint
+    of other settings is refused (ValueError). Returns ``{"steps", "final_loss"}``.
     """
     def batch(step):
         got = stream(step)
@@ -157,9 +160,12 @@ def fine_tune(student: CompactModel, teacher: Teacher | None, neuron: Neurons, s
             return got
         return got, teacher_targets(teacher, got, neuron)
 
+    run = {"steps": int(steps), "lr": float(lr), "readout_lr": readout_lr, "init_bias": bool(init_bias),
+           "nums_filters": list(student.nums_filters), "outputs": student.num_outputs,
+           "neuron": None if neuron is None else np.asarray(neuron).tolist(), **(settings or {})}
     opt = torch.optim.Adam(_param_groups(student, lr, readout_lr))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
-    state = load_checkpoint(checkpoint) if checkpoint else None
+    state = load_checkpoint(checkpoint, run) if checkpoint else None
     if state is not None:
         student.load_state_dict(state["model"])
         opt.load_state_dict(state["optim"])
@@ -180,7 +186,8 @@ def fine_tune(student: CompactModel, teacher: Teacher | None, neuron: Neurons, s
     def save(step):
         if checkpoint:
             save_checkpoint(checkpoint, {"model": student.state_dict(), "optim": opt.state_dict(),
-                                         "sched": sched.state_dict(), "step": step, "scale": scale, "losses": losses})
+                                         "sched": sched.state_dict(), "step": step, "scale": scale, "losses": losses},
+                            run)
 
     previous_backend, student.backend = student.backend, backend
     student.train()
@@ -239,7 +246,9 @@ def distill(
     student = CompactModel(nums_filters)
     stream = ImageStream(images, batch, procedural_fraction, seed)
     info = fine_tune(student, teacher, neuron, stream, steps, lr, checkpoint, desc=f"distil neuron {neuron}",
-                     progress=progress, init_bias=True, backend=backend)
+                     progress=progress, init_bias=True, backend=backend,
+                     settings={"seed": seed, "batch": batch, "procedural_fraction": procedural_fraction,
+                               "images": None if images is None else len(images)})
     student.provenance = {"distilled_from_neuron": neuron, "steps": steps, "batch": batch, "seed": seed,
                           "final_loss": info["final_loss"]}
     return student
@@ -289,7 +298,10 @@ def distill_population(
     student = CompactModel(nums_filters, outputs=pool.targets.shape[1])
     info = fine_tune(student, None, None, pool, steps, lr, checkpoint, desc=f"distil {student.num_outputs} neurons",
                      progress=progress, init_bias=True, backend=backend, callback=callback,
-                     checkpoint_every=checkpoint_every)
+                     checkpoint_every=checkpoint_every,
+                     settings={"seed": seed, "batch": batch, "pool_size": pool_size,
+                               "procedural_fraction": procedural_fraction,
+                               "images": None if images is None else len(images)})
     student.provenance = {"distilled_from_neurons": None if neurons is None else list(neurons), "steps": steps,
                           "batch": batch, "pool_size": pool_size, "seed": seed, "final_loss": info["final_loss"]}
     return student

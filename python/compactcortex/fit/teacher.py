@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from ..files import ENSEMBLE_FORMAT, TRANSFER_TEACHER_FORMAT, atomic_path, read_safetensors_meta
 from ..data.session import Session
+from ..models.compact import build_within_file
 from ..models.teacher import Ensemble, TeacherCNN
 from ..models.image_tensor import to_tensor
 from ..models.transfer import TransferTeacher, empty_trunk
@@ -113,12 +114,15 @@ def load_teacher(path: str | Path) -> Ensemble | TransferTeacher:
     try:
         members, n = int(meta["n_members"]), int(meta["n_neurons"])
         if meta["format"] == ENSEMBLE_FORMAT:
-            teacher = Ensemble([TeacherCNN(n) for _ in range(members)])
+            teacher = build_within_file(lambda: Ensemble([TeacherCNN(n) for _ in range(members)]), path)
         else:
-            trunk = empty_trunk(json.loads(meta["nums_filters"]), json.loads(meta["bn_eps"]),
-                                getattr(torch, meta["trunk_dtype"]))
-            trunk.provenance = json.loads(meta["provenance"])
-            teacher = TransferTeacher(trunk, n, members, meta["readout"], int(meta["pool"]))
+            def build() -> TransferTeacher:
+                trunk = empty_trunk(json.loads(meta["nums_filters"]), json.loads(meta["bn_eps"]),
+                                    getattr(torch, meta["trunk_dtype"]))
+                return TransferTeacher(trunk, n, members, meta["readout"], int(meta["pool"]))
+
+            teacher = build_within_file(build, path)
+            teacher.trunk.provenance = json.loads(meta["provenance"])
         teacher.load_state_dict(load_file(str(path)))
     except (KeyError, ValueError, AttributeError, RuntimeError) as e:
         raise ValueError(f"{path}: metadata or weights do not match a {meta['format']} ({e})") from None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -48,7 +49,11 @@ def train(
     epoch is saved there and an existing checkpoint is resumed.
     """
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    state = load_checkpoint(checkpoint) if checkpoint else None
+    # What fixes the trajectory; not epochs or patience: with a constant learning rate, a run
+    # resumed with more epochs follows the same path as one started with them.
+    run = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("epochs", "patience")}
+    run.update(n_train=int(n_train), parameters=sum(p.numel() for p in model.parameters()))
+    state = load_checkpoint(checkpoint, run) if checkpoint else None
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optim"])
@@ -78,7 +83,7 @@ def train(
             bad += 1
         if checkpoint:
             save_checkpoint(checkpoint, {"model": model.state_dict(), "optim": opt.state_dict(), "epoch": epoch + 1,
-                                         "best_val": best_val, "best_model": best_model, "bad": bad})
+                                         "best_val": best_val, "best_model": best_model, "bad": bad}, run)
         if progress:
             progress(epoch, total / n_train, v)
     model.load_state_dict(best_model)

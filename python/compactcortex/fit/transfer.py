@@ -143,9 +143,12 @@ def fit_transfer_teacher(
         raise ValueError(f"features must be ({len(idx)}, {trunk.nums_filters[4]}, 28, 28) for these images and "
                          f"this trunk, got {tuple(feats.shape)}")
     penalties = []
+    run = {"readout": readout, "pool": int(pool), "iters": int(iters), "subsample": float(subsample),
+           "seed": int(seed), "images": [int(i) for i in idx], "neurons": session.num_neurons,
+           "trunk": list(trunk.nums_filters)}
     for k in tqdm(range(members), desc=f"{readout} readouts", unit="member", disable=not progress):
         ckpt = Path(checkpoint_dir) / f"readout{k}.pt" if checkpoint_dir else None
-        state = load_checkpoint(ckpt) if ckpt else None
+        state = load_checkpoint(ckpt, run) if ckpt else None
         if state is None:
             g = torch.Generator().manual_seed(seed * 1000 + k)
             perm = torch.randperm(len(idx), generator=g)
@@ -158,7 +161,7 @@ def fit_transfer_teacher(
                 mask, feat, b = _fit_factorised(f, ys[tr], iters)
                 state = {"mask": mask, "feature_weights": feat, "bias": b}
             if ckpt:
-                save_checkpoint(ckpt, state)
+                save_checkpoint(ckpt, state, run)
         with torch.no_grad():
             if readout == "ridge":
                 teacher.weight[k] = state["weight"]

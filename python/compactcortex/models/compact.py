@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -215,7 +215,7 @@ class CompactModel(nn.Module):
             outputs = int(meta.get("outputs", "1"))
         except (KeyError, ValueError) as e:
             raise ValueError(f"{path}: corrupt metadata ({e})") from None
-        model = cls(n, bn_eps=eps, mean=mean, outputs=outputs)
+        model = build_within_file(lambda: cls(n, bn_eps=eps, mean=mean, outputs=outputs), path)
         model.provenance = prov
         with safe_open(str(path), framework="pt") as f:
             state = {k: f.get_tensor(k) for k in f.keys()}
@@ -223,6 +223,31 @@ class CompactModel(nn.Module):
         if dtype is not None:
             model.to(dtype)
         return model.eval()
+
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def build_within_file(build: Callable[[], M], path: str | Path) -> M:
+    """``build()``, after checking on torch's meta device (no memory) that the module it makes
+    fits in the file at ``path``.
+
+    A file's header or metadata declares the sizes (filters, neurons) of the module to build,
+    and only its tensors, read later, show whether it holds them. A module with more values than
+    the file has bytes for (2 per value: float16 at the least) is refused before any allocation,
+    so a small file that lies about its sizes never allocates more than twice its own size.
+
+    Raises:
+        ValueError: naming the file, when the declared module cannot fit.
+    """
+    with torch.device("meta"):
+        meta = build()
+    values = sum(t.numel() for t in meta.state_dict().values())
+    size = Path(path).stat().st_size
+    if 2 * values > size:
+        raise ValueError(f"{path}: declares a model of {values:,} values, more than its {size:,} "
+                         f"bytes can hold (corrupt or forged sizes)")
+    return build()
 
 
 def load_state_checked(model: CompactModel, state: dict, source: str) -> None:

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import torch
 
-from .compact import CompactModel, load_state_checked
+from .compact import CompactModel, build_within_file, load_state_checked
 
 __all__ = ["load_published", "load_published_session", "published_model_dir"]
 
@@ -66,7 +66,7 @@ def load_published(
             if int(want) != got:
                 raise ValueError(f"{path}: key {'layers.' + shape_keys[i]!r} has {got} filters, "
                                  f"but nums_filters[{i}] = {want}")
-    model = CompactModel(inferred, bn_eps=PUBLISHED_BN_EPS)
+    model = build_within_file(lambda: CompactModel(inferred, bn_eps=PUBLISHED_BN_EPS), path)
     load_state_checked(model, state, str(path))
     model.to(dtype).eval()
     m = _NAME.search(path.name)

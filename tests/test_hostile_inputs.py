@@ -1,0 +1,234 @@
+"""Regression tests for the defects an attacker's probe found (issue 16): files whose headers lie
+about their sizes, names that climb out of their folder, stale checkpoints, subnormal floats,
+outputs aliasing inputs, and command-line user errors."""
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+import compactcortex as cc
+from compactcortex import _engine
+from compactcortex.cli import main
+from compactcortex.data import image_files
+from compactcortex.data.image_files import read_images
+from compactcortex.data.session import Session, load_session
+from compactcortex.files import COMPACT_MODEL_FORMAT, ENSEMBLE_FORMAT, checked_name
+from compactcortex.fit.distill import fine_tune
+from compactcortex.models.compact import CompactModel
+from compactcortex.models.published import load_published
+from helpers import random_model
+
+# ---- files whose declared sizes lie: refused before allocating ---------------------------------
+
+
+def _published_state(model: CompactModel) -> dict:
+    """A CompactModel's state in the authors' .pt naming (layers.* and Beta.*)."""
+    return {("Beta." + k[len("readout."):] if k.startswith("readout.") else "layers." + k): v
+            for k, v in model.state_dict().items()}
+
+
+def test_pt_with_expanded_tensor_claiming_400000_filters(tmp_path):
+    state = _published_state(random_model((4, 3, 3, 3, 3)))
+    # 400,000 layer-4 filters declared by a stride-0 view of one float: the file stays small
+    state["layers.layer4_conv_point.weight"] = torch.zeros(1).expand(400_000, 3, 1, 1)
+    torch.save(state, tmp_path / "forged.pt")
+    assert (tmp_path / "forged.pt").stat().st_size < 200_000
+    with pytest.raises(ValueError, match=r"forged.pt: declares a model of [\d,]+ values, more than its"):
+        load_published(tmp_path / "forged.pt")
+
+
+def test_safetensors_metadata_claiming_huge_model(tmp_path):
+    model = random_model((4, 3, 3, 3, 3))
+    path = tmp_path / "m.safetensors"
+    model.save(path)
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": COMPACT_MODEL_FORMAT, "nums_filters": json.dumps([4, 3, 3, 3, 400_000]),
+            "bn_eps": json.dumps([1e-3] * 5), "mean": json.dumps([0, 0, 0]), "provenance": "{}"}
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(ValueError, match="m.safetensors: declares a model of"):
+        CompactModel.load(path)
+
+
+def test_teacher_metadata_claiming_a_million_neurons(tmp_path):
+    from compactcortex.fit.teacher import load_teacher
+
+    path = tmp_path / "t.safetensors"
+    save_file({"x": torch.zeros(4)}, str(path), metadata={"format": ENSEMBLE_FORMAT, "n_members": "2",
+                                                          "n_neurons": "1000000"})
+    with pytest.raises(ValueError, match="declares a model of"):
+        load_teacher(path)
+
+
+def test_image_declaring_12000_squared_pixels_is_not_decoded(tmp_path):
+    (tmp_path / "d").mkdir()
+    Image.new("1", (12000, 12000)).save(tmp_path / "d" / "huge.png")  # 1-bit: small to write
+    assert (tmp_path / "d" / "huge.png").stat().st_size < 1_000_000
+    with pytest.raises(ValueError, match=r"huge.png.*12000x12000 pixels, more than the"):
+        read_images(tmp_path / "d")
+
+
+def test_image_of_wrong_size_refused_from_its_header(tmp_path):
+    (tmp_path / "d").mkdir()
+    Image.new("RGB", (100, 112)).save(tmp_path / "d" / "a.png")
+    with pytest.raises(ValueError, match=r"'a.png'.*is 100x112, expected 112x112"):
+        read_images(tmp_path / "d")
+
+
+def test_zip_member_declaring_too_many_bytes(tmp_path, monkeypatch):
+    monkeypatch.setattr(image_files, "MAX_IMAGE_FILE_BYTES", 1000)
+    with zipfile.ZipFile(tmp_path / "x.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a.png", b"\0" * 5000)
+    with pytest.raises(ValueError, match=r"member 'a.png' declares 5,000 bytes"):
+        read_images(tmp_path / "x.zip")
+
+
+@pytest.mark.parametrize("dtype", ["int16", "int64", "bool"])
+def test_npy_of_integer_dtype_is_a_clear_error(tmp_path, dtype):
+    np.save(tmp_path / "x.npy", np.zeros((2, 112, 112, 3), dtype))
+    with pytest.raises(ValueError, match=f"images of dtype {dtype}; expected uint8"):
+        read_images(tmp_path / "x.npy")
+
+
+def test_big_endian_npy_predicts_like_native(tmp_path):
+    x = np.random.default_rng(0).normal(0, 50, (3, 112, 112, 3)).astype(np.float32)
+    np.save(tmp_path / "be.npy", x.astype(">f4"))
+    p = cc.Predictor(cc.compile(random_model((4, 3, 3, 3, 2))), threads=1)
+    np.testing.assert_array_equal(p.predict(read_images(tmp_path / "be.npy")), p.predict(x))
+
+
+# ---- names that become file names ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "..", ".hidden", "-rf", "", "a\0b", "x" * 129, "a b"])
+def test_names_that_are_not_one_path_component(name):
+    with pytest.raises(ValueError, match="cannot be used as a file name"):
+        checked_name(name, "session")
+
+
+def test_session_name_and_loader_refuse_traversal(tmp_path):
+    img = np.zeros((2, 112, 112, 3), np.uint8)
+    with pytest.raises(ValueError, match="session name '../evil' cannot be used"):
+        Session("../evil", img, np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="session '../../etc' cannot be used"):
+        load_session(tmp_path, "../../etc")
+    assert Session(190923, img, np.zeros((1, 2))).name == "190923"
+
+
+def test_cli_data_digital_name_traversal_exits_2(tmp_path, capsys):
+    assert main(["data", "digital", "--out", str(tmp_path / "o"), "--neurons", "2", "--images", "4",
+                 "--name", "../escaped"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot be used as a file name" in err
+    assert not (tmp_path / "escaped.json").exists() and not any(tmp_path.glob("**/*escaped*"))
+
+
+# ---- checkpoints record what made them -----------------------------------------------------------
+
+
+def test_checkpoint_of_other_settings_is_refused(tmp_path):
+    teacher = random_model((3, 3, 3, 3, 2), seed=1)
+    images = lambda step: torch.randn(2, 3, 112, 112, generator=torch.Generator().manual_seed(step))  # noqa: E731
+    ckpt = tmp_path / "c.pt"
+    student = random_model((3, 3, 3, 3, 2), seed=2)
+    fine_tune(student, teacher, None, images, steps=2, checkpoint=ckpt, progress=False, settings={"seed": 0})
+    # the same settings resume (here: already finished, so nothing changes)
+    again = random_model((3, 3, 3, 3, 2), seed=2)
+    fine_tune(again, teacher, None, images, steps=2, checkpoint=ckpt, progress=False, settings={"seed": 0})
+    for a, b in zip(student.state_dict().values(), again.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"c.pt: checkpoint of a run with other settings \(steps=2 there, 3 here\)"):
+        fine_tune(random_model((3, 3, 3, 3, 2)), teacher, None, images, steps=3, checkpoint=ckpt,
+                  progress=False, settings={"seed": 0})
+    with pytest.raises(ValueError, match=r"seed=0 there, 1 here"):
+        fine_tune(random_model((3, 3, 3, 3, 2)), teacher, None, images, steps=2, checkpoint=ckpt,
+                  progress=False, settings={"seed": 1})
+    with pytest.raises(ValueError, match=r"nums_filters=\[3, 3, 3, 3, 2\] there, \[4, 3, 3, 3, 2\] here"):
+        fine_tune(random_model((4, 3, 3, 3, 2)), teacher, None, images, steps=2, checkpoint=ckpt,
+                  progress=False, settings={"seed": 0})
+
+
+def test_checkpoint_without_settings_is_refused(tmp_path):
+    from compactcortex.fit.checkpoint import load_checkpoint
+
+    torch.save({"model": {}, "step": 3}, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="without a record of its run's settings"):
+        load_checkpoint(tmp_path / "old.pt", {"steps": 3})
+
+
+# ---- subnormal floats are flushed in every engine thread ---------------------------------------
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_pool_threads_flush_subnormals(threads):
+    assert _engine._denormals_flushed(threads) == [1] * threads
+
+
+# ---- outputs that alias inputs ---------------------------------------------------------------------
+
+
+def test_out_overlapping_the_images_is_refused():
+    p = cc.Predictor(cc.compile(random_model((4, 3, 3, 3, 2))), threads=1)
+    x = np.zeros((4, 112, 112, 3), np.float32)
+    with pytest.raises(ValueError, match="out overlaps the images"):
+        p.predict(x, out=x.reshape(-1)[:4])
+    with pytest.raises(ValueError, match="out overlaps the images"):
+        p.predict(torch.from_numpy(x), out=x.reshape(-1)[-4:])
+    pop = cc.PopulationPredictor([cc.compile(random_model((4, 3, 3, 3, 2), seed=s)) for s in (1, 2)], threads=1)
+    with pytest.raises(ValueError, match="out overlaps the images"):
+        pop.predict(x, out=x.reshape(-1)[8:16].reshape(4, 2))
+    p.predict(x, out=np.empty(4, np.float32))  # a separate out is fine
+
+
+# ---- the command line: one line and exit status 2 for user errors ------------------------------
+
+
+@pytest.fixture
+def plan_file(tmp_path):
+    path = tmp_path / "m.plan"
+    cc.compile(random_model((4, 3, 3, 3, 2), seed=7)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("argv", [
+    ["bench", "--threads", "0"], ["bench", "--batch", "0"], ["bench", "--rounds", "-3"],
+    ["bench", "--threads", "100000"], ["loop-bench", "--rate", "nan"], ["loop-bench", "--rate", "0"],
+    ["loop-bench", "--spin-ms", "inf"], ["loop-bench", "--pool", "1e9"],
+    ["data", "digital", "--out", "x", "--neurons", "0"], ["data", "digital", "--out", "x", "--images", "10000000000"],
+    ["demo", "--threshold", "1.5"], ["demo", "--batch", "0"], ["demo", "--distill-lr", "nan"],
+    ["compress", "--data", "d", "--session", "s", "--out", "o", "--minutes-per-neuron", "-1"],
+])
+def test_bad_numeric_arguments_exit_2_in_one_line(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("compactcortex")
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_predict_user_errors_exit_2_in_one_line(tmp_path, plan_file, capsys):
+    np.save(tmp_path / "x.npy", np.zeros((2, 112, 112, 3), np.uint8))
+    (tmp_path / "is_a_dir.npy").mkdir()
+    assert main(["predict", "--model", str(plan_file), "--images", str(tmp_path / "x.npy"),
+                 "--out", str(tmp_path / "is_a_dir.npy")]) == 2
+    assert "is_a_dir.npy" in _one_line_error(capsys)
+    assert not list(tmp_path.glob(".is_a_dir.npy.*.tmp")), "the temporary file is left behind"
+    np.save(tmp_path / "i.npy", np.zeros((2, 112, 112, 3), np.int32))
+    assert main(["predict", "--model", str(plan_file), "--images", str(tmp_path / "i.npy"),
+                 "--out", str(tmp_path / "o.npy")]) == 2
+    assert "dtype int32" in _one_line_error(capsys)
+    (tmp_path / "junk.plan").write_bytes(b"\0" * 100)
+    assert main(["predict", "--model", str(tmp_path / "junk.plan"), "--images", str(tmp_path / "x.npy"),
+                 "--out", str(tmp_path / "o.npy")]) == 2
+    assert "junk.plan" in _one_line_error(capsys)
