@@ -4,6 +4,7 @@ outputs aliasing inputs, and command-line user errors."""
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 
 import numpy as np
@@ -232,3 +233,61 @@ def test_predict_user_errors_exit_2_in_one_line(tmp_path, plan_file, capsys):
     assert main(["predict", "--model", str(tmp_path / "junk.plan"), "--images", str(tmp_path / "x.npy"),
                  "--out", str(tmp_path / "o.npy")]) == 2
     assert "junk.plan" in _one_line_error(capsys)
+
+
+# ---- what a killed writer leaves, and messages that must point at the right thing ---------------
+
+
+def test_temporary_file_of_a_killed_save_is_removed_by_the_next_save(tmp_path):
+    import subprocess
+    import sys
+
+    target = tmp_path / "result.json"
+    child = ("import os, signal; from compactcortex.files import atomic_path\n"
+             f"with atomic_path({str(target)!r}) as tmp:\n"
+             "    tmp.write_text('half')\n"
+             "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    assert subprocess.run([sys.executable, "-c", child]).returncode == -9
+    orphans = list(tmp_path.glob(".result.json.*.tmp"))
+    assert len(orphans) == 1 and not target.exists()
+    # a live writer's file (this process) and another host's are not touched
+    from compactcortex import files
+
+    live = tmp_path / f".result.json.{files._HOST}.{os.getpid()}.abc.tmp"
+    other = tmp_path / ".result.json.otherhost.1.abc.tmp"
+    live.write_text("x")
+    other.write_text("x")
+    files.write_json(target, {"ok": 1})
+    assert json.loads(target.read_text()) == {"ok": 1}
+    assert not orphans[0].exists() and live.exists() and other.exists()
+
+
+def test_loop_predictor_names_the_bad_image_of_a_later_chunk():
+    from compactcortex.stimulus_loop import LoopPredictor
+
+    plans = [cc.compile(random_model((4, 3, 3, 3, 2), seed=s)) for s in (1, 2)]
+    loop = LoopPredictor(plans, max_images=64, threads=1, chunk=8)
+    x = np.zeros((64, 112, 112, 3), np.float32)
+    x[40, 5, 5, 1] = np.nan
+    for deadline in (None, 10.0):
+        with pytest.raises(ValueError, match=r"image 40 contains NaN"):
+            loop.predict(x, deadline_s=deadline)
+
+
+def test_metadata_of_the_wrong_type_names_the_file(tmp_path):
+    plan_path, model_path = tmp_path / "m.plan", tmp_path / "m.safetensors"
+    model = random_model((4, 3, 3, 3, 2))
+    cc.compile(model).save(plan_path)
+    model.save(model_path)
+    for path in (plan_path, model_path):
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="np") as f:
+            meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+        from safetensors.numpy import save_file as save_np
+
+        save_np(tensors, str(path), metadata={**meta, "nums_filters": "5"})  # a number, not a list
+    with pytest.raises(ValueError, match=r"m.plan: "):
+        cc.Plan.load(plan_path)
+    with pytest.raises(ValueError, match=r"m.safetensors: corrupt metadata"):
+        CompactModel.load(model_path)

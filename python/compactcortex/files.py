@@ -5,9 +5,11 @@ without importing each other. Every file the package writes goes through :func:`
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,15 +46,37 @@ def checked_name(name: object, what: str) -> str:
     return text
 
 
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+
+
+def _remove_orphans(target: Path) -> None:
+    """Delete temporary files of earlier writes to ``target`` whose writer died (kill -9, power
+    loss): those named for this host and a process id that no longer runs. Files of other hosts
+    (a shared file system) and of live processes are left alone."""
+    for tmp in target.parent.glob(f".{glob.escape(target.name)}.{_HOST}.*.tmp"):
+        pid = tmp.name[len(target.name) + len(_HOST) + 3:].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # alive but another user's, or not ours to signal
+            pass
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success it replaces ``path``.
 
-    A crash or exception leaves any existing file at ``path`` untouched.
+    A crash or exception leaves any existing file at ``path`` untouched. The temporary file is
+    named ``.<name>.<host>.<pid>.<random>.tmp``; one left by a killed writer is removed by the
+    next write to the same target on that host.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    _remove_orphans(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{_HOST}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
         yield Path(tmp)

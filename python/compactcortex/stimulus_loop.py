@@ -7,6 +7,7 @@ call finishes by a deadline, and is safe to call from several threads.
 """
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Any, Sequence
@@ -18,6 +19,8 @@ from .engine.population import PopulationPredictor
 
 __all__ = ["LoopPredictor", "top_k", "most_informative", "simulate_trials", "largest_pool", "torch_predictor",
            "loop_benchmark"]
+
+_NONFINITE = re.compile(r"image (\d+) (?=contains NaN or infinity)")
 
 
 class LoopPredictor:
@@ -76,7 +79,10 @@ class LoopPredictor:
                 elapsed = time.perf_counter() - t0
                 if per_image is not None and elapsed + per_image * (j - i) > deadline_s:
                     break
-                self._pop.predict(images[i:j], out=out[i:j])
+                try:
+                    self._pop.predict(images[i:j], out=out[i:j])
+                except ValueError as e:  # the engine counts images from the chunk's start
+                    raise ValueError(_NONFINITE.sub(lambda m: f"image {int(m[1]) + i} ", str(e), 1)) from None
                 per_image = (time.perf_counter() - t0) / j
         latency = time.perf_counter() - t0
         self._latencies.append(latency)

@@ -132,7 +132,7 @@ class Plan:
             )
         except KeyError as e:
             raise ValueError(f"{path}: missing array {e.args[0]!r}") from None
-        except ValueError as e:
+        except (ValueError, TypeError) as e:  # TypeError: metadata of the wrong kind, e.g. a number for a list
             raise ValueError(f"{path}: {e}") from None
 
 

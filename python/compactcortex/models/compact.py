@@ -213,9 +213,9 @@ class CompactModel(nn.Module):
             mean = json.loads(meta["mean"])
             prov = json.loads(meta.get("provenance", "{}"))
             outputs = int(meta.get("outputs", "1"))
-        except (KeyError, ValueError) as e:
+            model = build_within_file(lambda: cls(n, bn_eps=eps, mean=mean, outputs=outputs), path)
+        except (KeyError, ValueError, TypeError) as e:
             raise ValueError(f"{path}: corrupt metadata ({e})") from None
-        model = build_within_file(lambda: cls(n, bn_eps=eps, mean=mean, outputs=outputs), path)
         model.provenance = prov
         with safe_open(str(path), framework="pt") as f:
             state = {k: f.get_tensor(k) for k in f.keys()}
