@@ -149,6 +149,8 @@ def test_executed_macs_follow_the_kernels():
     assert pop.executed_macs_per_image() == 2 * wino
 
 
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="under AddressSanitizer (its shadow memory needs more address space than ulimit -v allows)")
 def test_thread_limits_are_clear_errors(tmp_path):
     plan = cc.compile(random_model((3, 3, 3, 3, 3)))
     with pytest.raises(ValueError, match="threads must be between 1 and 1024"):

@@ -1,0 +1,168 @@
+"""Property tests (hypothesis): the engine against the float64 reference on drawn models and
+inputs, file loaders on mutated files, metrics on drawn NaN patterns.
+
+Example counts come from the hypothesis profile: ``ci`` (the default, bounded so the suite stays
+fast) or ``long`` for a local soak::
+
+    HYPOTHESIS_PROFILE=long python -m pytest -q tests/test_properties.py   # ~4 min on 2 cores
+
+(``ci``: 40 examples per property, ~3 s; ``long``: 4,000, estimated from 400 in 21 s.)
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import compactcortex as cc  # noqa: E402
+from compactcortex.data.image_files import read_images  # noqa: E402
+from compactcortex.metrics import noise_corrected_r2, pearson_r  # noqa: E402
+from compactcortex.models.compact import CompactModel  # noqa: E402
+from compactcortex.models.published import load_published  # noqa: E402
+from helpers import random_model, rel_err, torch_reference  # noqa: E402
+
+settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=4000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+ISAS = cc.available_isas()
+filters = st.tuples(*[st.integers(1, 20)] * 5)
+
+
+# ---- the engine against the float64 reference ---------------------------------------------------
+
+
+@given(filters=filters, seed=st.integers(0, 2**16), batch=st.integers(1, 7),
+       dtype=st.sampled_from(["uint8", "float32", "float64"]), nchw=st.booleans(), step=st.sampled_from([1, 2]),
+       isa=st.sampled_from(ISAS), layer0=st.sampled_from(["winograd", "direct"]), threads=st.integers(1, 3))
+def test_engine_matches_float64_reference(filters, seed, batch, dtype, nchw, step, isa, layer0, threads):
+    model = random_model(filters, seed=seed)
+    rng = np.random.default_rng(seed)
+    raw = rng.integers(0, 256, (batch * step, 112, 112, 3), dtype=np.uint8)
+    recentred = raw.astype(np.float64) - np.array(model.mean)
+    ref = torch_reference(model, recentred[::step])
+    x = raw if dtype == "uint8" else recentred.astype(dtype)
+    if nchw:  # a transposed view: channel stride 112*112, read in place
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    x = x[::step]  # a batch stride other than the image size
+    got = cc.Predictor(cc.compile(model), threads=threads, isa=isa, layer0=layer0).predict(x)
+    assert got.shape == (batch,) and got.dtype == np.float32
+    assert rel_err(got, ref) < 1e-4
+
+
+@given(models=st.lists(st.tuples(filters, st.integers(0, 2**16)), min_size=1, max_size=4),
+       batch=st.integers(1, 5), threads=st.integers(1, 3))
+def test_population_equals_each_models_predictor(models, batch, threads):
+    plans = [cc.compile(random_model(f, seed=s)) for f, s in models]
+    x = np.random.default_rng(batch).integers(0, 256, (batch, 112, 112, 3), dtype=np.uint8)
+    pop = cc.PopulationPredictor(plans, threads=threads).predict(x)
+    for k, plan in enumerate(plans):
+        np.testing.assert_array_equal(pop[:, k], cc.Predictor(plan, threads=1).predict(x))
+
+
+# ---- loaders on mutated files: a result or ValueError/OSError, nothing else -------------------
+
+
+def _mutate(data: bytes, edits: list[tuple[int, int]], cut: int | None) -> bytes:
+    b = bytearray(data)
+    for pos, val in edits:
+        b[pos % len(b)] = val
+    return bytes(b[:cut] if cut is not None else b)
+
+
+edits = st.lists(st.tuples(st.integers(0, 2**31), st.integers(0, 255)), min_size=1, max_size=8)
+cuts = st.none() | st.integers(0, 4000)
+
+
+@pytest.fixture(scope="module")
+def originals(tmp_path_factory):
+    d = tmp_path_factory.mktemp("orig")
+    model = random_model((4, 3, 3, 3, 2), seed=5)
+    cc.compile(model).save(d / "m.plan")
+    model.save(d / "m.safetensors")
+    state = {("Beta." + k[len("readout."):] if k.startswith("readout.") else "layers." + k): v
+             for k, v in model.state_dict().items()}
+    torch.save(state, d / "compact_model_1_neuron0.pt")
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (112, 112, 3), dtype=np.uint8)).save(buf, "PNG")
+    return {"plan": (d / "m.plan").read_bytes(), "model": (d / "m.safetensors").read_bytes(),
+            "pt": (d / "compact_model_1_neuron0.pt").read_bytes(), "png": buf.getvalue()}
+
+
+LOADERS = {
+    "plan": ("m.plan", cc.Plan.load),
+    "model": ("m.safetensors", CompactModel.load),
+    "pt": ("compact_model_1_neuron0.pt", load_published),
+    "png": ("imgs/a.png", lambda p: read_images(p.parent)),
+}
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(kind=st.sampled_from(sorted(LOADERS)), edits=edits, cut=cuts)
+def test_loaders_on_mutated_files_raise_only_value_or_os_errors(originals, tmp_path, kind, edits, cut):
+    name, load = LOADERS[kind]
+    path = tmp_path / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(_mutate(originals[kind], edits, cut))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch / Pillow may warn about what they recover from
+        try:
+            loaded = load(path)
+        except (ValueError, OSError):
+            return
+    # what loads must be usable: a model or plan predicts finite values, images have the shape
+    if kind == "png":
+        assert loaded.shape == (1, 112, 112, 3) and loaded.dtype == np.uint8
+        return
+    plan = loaded if kind == "plan" else cc.compile(loaded)
+    assert np.isfinite(cc.Predictor(plan, threads=1).predict(np.zeros((1, 112, 112, 3), np.uint8))).all()
+
+
+# ---- metrics on drawn NaN patterns --------------------------------------------------------------
+
+
+@given(shape=st.tuples(st.integers(1, 3), st.integers(2, 12), st.integers(1, 5)),
+       nan_fraction=st.floats(0, 0.9), seed=st.integers(0, 2**16))
+def test_noise_corrected_r2_on_nan_patterns(shape, nan_fraction, seed):
+    rng = np.random.default_rng(seed)
+    trials = rng.poisson(5.0, shape).astype(np.float64)
+    trials[rng.random(shape) < nan_fraction] = np.nan
+    pred = rng.normal(size=shape[:2])
+    if np.isnan(trials).all():
+        with pytest.raises(ValueError, match="all NaN"):
+            noise_corrected_r2(trials, pred)
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning from 0/0 inside
+        r2 = noise_corrected_r2(trials, pred)
+    assert r2.shape == (shape[0],)
+    assert np.all(np.isnan(r2) | np.isfinite(r2))  # NaN where undefined, never inf
+
+
+@given(shape=st.tuples(st.integers(1, 3), st.integers(2, 12)), seed=st.integers(0, 2**16),
+       constant_row=st.booleans(), bad=st.sampled_from([None, np.nan, np.inf]))
+def test_pearson_r_bounded_or_nan_or_clear_error(shape, seed, constant_row, bad):
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=shape), rng.normal(size=shape)
+    if constant_row:
+        a[0] = 1.0
+    if bad is not None:
+        b[-1, -1] = bad
+        with pytest.raises(ValueError):
+            pearson_r(a, b)
+        return
+    r = pearson_r(a, b)
+    ok = np.isnan(r) | ((r >= -1 - 1e-12) & (r <= 1 + 1e-12))
+    assert ok.all() and (np.isnan(r[0]) if constant_row else True)
