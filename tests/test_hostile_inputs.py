@@ -291,3 +291,37 @@ def test_metadata_of_the_wrong_type_names_the_file(tmp_path):
         cc.Plan.load(plan_path)
     with pytest.raises(ValueError, match=r"m.safetensors: corrupt metadata"):
         CompactModel.load(model_path)
+
+
+# ---- public functions refuse extreme arguments at the boundary ----------------------------------
+
+
+def test_public_functions_refuse_extreme_arguments():
+    from compactcortex.fit import TrainConfig
+    from compactcortex.stimulus_loop import LoopPredictor
+
+    plan = cc.compile(random_model((4, 3, 3, 3, 2)))
+    for kw, what in [({"max_images": 0}, "max_images"), ({"max_images": 10**12}, "max_images"),
+                     ({"chunk": 0}, "chunk")]:
+        with pytest.raises(ValueError, match=what):
+            LoopPredictor([plan], threads=1, **kw)
+    loop = LoopPredictor([plan], threads=1, max_images=4)
+    for deadline in (float("nan"), -1.0, 0.0, float("inf")):
+        with pytest.raises(ValueError, match="deadline_s must be a positive number"):
+            loop.predict(np.zeros((2, 112, 112, 3), np.uint8), deadline_s=deadline)
+    for kw in ({"spin_ms": float("nan")}, {"spin_ms": -1}, {"threads": 0}, {"threads": 5000}):
+        with pytest.raises(ValueError):
+            cc.Predictor(plan, **kw)
+    with pytest.raises(ValueError, match="bn_eps must be one or 5 finite values"):
+        CompactModel((2, 2, 2, 2, 2), bn_eps=float("nan"))
+    with pytest.raises(ValueError, match="mean must be 3 finite"):
+        CompactModel((2, 2, 2, 2, 2), mean=(0.0, float("inf"), 0.0))
+    for kw in ({"lr": float("nan")}, {"lr": 0.0}, {"epochs": 0}, {"batch": 0}, {"weight_decay": -1.0}):
+        with pytest.raises(ValueError):
+            TrainConfig(**kw)
+    teacher, student = random_model((3, 3, 3, 3, 2), seed=1), random_model((3, 3, 3, 3, 2), seed=2)
+    stream = lambda step: torch.zeros(2, 3, 112, 112)  # noqa: E731
+    for kw, what in [({"steps": -1}, "steps"), ({"steps": 2, "lr": float("nan")}, "learning rates"),
+                     ({"steps": 2, "readout_lr": -1.0}, "learning rates"), ({"steps": 2, "checkpoint_every": 0}, "checkpoint_every")]:
+        with pytest.raises(ValueError, match=what):
+            fine_tune(student, teacher, None, stream, progress=False, **kw)

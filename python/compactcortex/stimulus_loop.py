@@ -38,8 +38,12 @@ class LoopPredictor:
 
     def __init__(self, models_or_plans: Sequence[Any], threads: int | None = None, max_images: int = 4096,
                  chunk: int = 32, spin_ms: float = DEFAULT_SPIN_MS) -> None:
+        if not 1 <= int(max_images) <= 1 << 20:
+            raise ValueError(f"max_images must be between 1 and {1 << 20}, got {max_images}")
+        if not 1 <= int(chunk):
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
         self._pop = PopulationPredictor(models_or_plans, threads=threads, spin_ms=spin_ms)
-        self._out = np.full((max_images, self._pop.num_models), np.nan, np.float32)
+        self._out = np.full((int(max_images), self._pop.num_models), np.nan, np.float32)
         self._chunk = int(chunk)
         self._lock = threading.Lock()
         self._latencies: list[float] = []
@@ -64,6 +68,8 @@ class LoopPredictor:
             return out.copy() if copy else out
 
     def _predict_locked(self, images: np.ndarray, deadline_s: float | None) -> np.ndarray:
+        if deadline_s is not None and not (np.isfinite(deadline_s) and deadline_s > 0):
+            raise ValueError(f"deadline_s must be a positive number of seconds, got {deadline_s}")
         n = len(images)
         if n > len(self._out):
             raise ValueError(f"{n} images, but this LoopPredictor was made for at most {len(self._out)}")

@@ -154,6 +154,13 @@ def fine_tune(student: CompactModel, teacher: Teacher | None, neuron: Neurons, s
     checkpoint with this call's own (steps, learning rates, student shape, targets); a checkpoint
     of other settings is refused (ValueError). Returns ``{"steps", "final_loss"}``.
     """
+    if int(steps) != steps or steps < 0:
+        raise ValueError(f"steps must be an integer >= 0, got {steps}")
+    if not all(np.isfinite(r) and r >= 0 for r in (lr, 0.0 if readout_lr is None else readout_lr)):
+        raise ValueError(f"learning rates must be numbers >= 0 (0 freezes), got lr={lr}, readout_lr={readout_lr}")
+    if int(checkpoint_every) < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+
     def batch(step):
         got = stream(step)
         if isinstance(got, tuple):

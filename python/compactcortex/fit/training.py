@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -30,6 +31,13 @@ class TrainConfig:
     batch: int = 32
     seed: int = 0
     weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (self.epochs >= 1 and self.patience >= 1 and self.batch >= 1 and self.seed >= 0):
+            raise ValueError(f"epochs, patience and batch must be >= 1 and seed >= 0, got {self}")
+        if not (math.isfinite(self.lr) and self.lr > 0 and math.isfinite(self.weight_decay)
+                and self.weight_decay >= 0):
+            raise ValueError(f"lr must be a positive number and weight_decay a number >= 0, got {self}")
 
 
 def train(

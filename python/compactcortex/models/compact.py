@@ -74,8 +74,10 @@ class CompactModel(nn.Module):
         if len(n) != 5 or min(n) < 1:
             raise ValueError(f"nums_filters must be 5 integers >= 1, got {tuple(nums_filters)}")
         eps = (float(bn_eps),) * 5 if np.isscalar(bn_eps) else tuple(float(e) for e in bn_eps)
-        if len(eps) != 5 or min(eps) < 0:
-            raise ValueError(f"bn_eps must be one or 5 values >= 0, got {bn_eps}")
+        if len(eps) != 5 or not all(0 <= e < float("inf") for e in eps):  # NaN fails too
+            raise ValueError(f"bn_eps must be one or 5 finite values >= 0, got {bn_eps}")
+        if len(tuple(mean)) != 3 or not all(np.isfinite(float(m)) for m in mean):
+            raise ValueError(f"mean must be 3 finite pixel values, got {tuple(mean)}")
         self.nums_filters = n
         self.bn_eps = eps
         self.mean = tuple(float(m) for m in mean)
