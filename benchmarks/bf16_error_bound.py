@@ -94,9 +94,14 @@ def main() -> None:
     raw = np.asarray(load_session(args.data, "190923").images[: args.images], np.float64)
     rows = []
     for f in tqdm(files, desc="models"):
-        plan = compile_plan(load_published(f))
+        model = load_published(f, dtype=torch.float64)
+        plan = compile_plan(model)
         x = torch.from_numpy(raw - np.array(plan.mean)).permute(0, 3, 1, 2)
         ref = forward(plan, x, None)
+        with torch.no_grad():  # the hand-written pass is the model (batchnorm folded in float32)
+            check = float((model(x[:4]) - ref[:4]).abs().max() / ref.abs().max())
+        if check > 1e-5:
+            raise RuntimeError(f"{f.name}: forward() disagrees with the model by {check:.1e}")
         scale = ref.abs().max()
         err = {m: float((forward(plan, x, m) - ref).abs().max() / scale) for m in MODES}
         rows.append({"model": f.name, "nums_filters": plan.nums_filters,

@@ -7,6 +7,8 @@
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
+#include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -182,9 +184,12 @@ NB_MODULE(_engine, m) {
         cc::ThreadPool pool(threads);
         std::vector<int> out(size_t(pool.size()), 0);
         pool.run(pool.size(), [&](int t) {
-            volatile float sub = 1e-40f, tiny = 1e-30f, scale = 1e-10f;
-            const float in = sub * 1.0f, result = tiny * scale;
-            out[size_t(t)] = (in == 0.0f) && (result == 0.0f);
+            volatile float sub = 1e-40f, one = 1.0f, tiny = 1e-30f, scale = 1e-10f;
+            const float in = sub * one, result = tiny * scale;  // operands volatile: not folded
+            uint32_t in_bits, result_bits;  // bits, not ==: under DAZ a subnormal compares equal to 0
+            std::memcpy(&in_bits, &in, 4);
+            std::memcpy(&result_bits, &result, 4);
+            out[size_t(t)] = in_bits == 0 && result_bits == 0;
         });
         return out;
     }, "threads"_a, "Per pool thread, whether subnormal floats are flushed to zero inside its jobs (tests).");

@@ -39,7 +39,7 @@ def test_predict_errors(tmp_path, plan_file, capsys):
     assert "no such file" in capsys.readouterr().err
     (tmp_path / "bad.zip").write_bytes(b"PK\x03\x04 truncated")
     assert main(["predict", "--model", str(plan_file), "--images", str(tmp_path / "bad.zip"), "--out", str(tmp_path / "o.npy")]) == 2
-    assert "corrupt or truncated zip" in capsys.readouterr().err
+    assert "corrupt, truncated or unsupported zip" in capsys.readouterr().err
     Image.new("RGB", (64, 64)).save(tmp_path / "small.png")
     (tmp_path / "d").mkdir()
     Image.new("RGB", (64, 64)).save(tmp_path / "d" / "small.png")

@@ -313,3 +313,12 @@ def test_session_id_that_is_not_a_file_name_is_refused(tmp_path):
         from_nwb(tmp_path / "evil.nwb")
     s = from_nwb(tmp_path / "evil.nwb", name="ok_name")
     assert s.name == "ok_name"
+
+
+def test_images_declaring_too_many_pixels_are_refused_before_reading(tmp_path, monkeypatch):
+    from compactcortex.data import nwb
+
+    _write(tmp_path / "f.nwb")
+    monkeypatch.setattr(nwb, "MAX_DECODE_PIXELS", 100)  # the file's 112x112 templates now count as huge
+    with pytest.raises(ValueError, match=r"f.nwb: images container 'images' image .* declares data of shape \(112, 112, 3\)"):
+        from_nwb(tmp_path / "f.nwb")

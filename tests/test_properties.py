@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+import zipfile
 
 import numpy as np
 import pytest
@@ -52,8 +53,8 @@ def test_engine_matches_float64_reference(filters, seed, batch, dtype, nchw, ste
     recentred = raw.astype(np.float64) - np.array(model.mean)
     ref = torch_reference(model, recentred[::step])
     x = raw if dtype == "uint8" else recentred.astype(dtype)
-    if nchw:  # a transposed view: channel stride 112*112, read in place
-        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    if nchw:  # a transposed view (channel stride 1, pixel strides 3 and 336), read in place
+        x = x.transpose(0, 3, 1, 2)
     x = x[::step]  # a batch stride other than the image size
     got = cc.Predictor(cc.compile(model), threads=threads, isa=isa, layer0=layer0).predict(x)
     assert got.shape == (batch,) and got.dtype == np.float32
@@ -97,8 +98,13 @@ def originals(tmp_path_factory):
 
     buf = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (112, 112, 3), dtype=np.uint8)).save(buf, "PNG")
+    zbuf = io.BytesIO()
+    with zipfile.ZipFile(zbuf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a.png", buf.getvalue())
+        zf.writestr("b.png", buf.getvalue())
     return {"plan": (d / "m.plan").read_bytes(), "model": (d / "m.safetensors").read_bytes(),
-            "pt": (d / "compact_model_1_neuron0.pt").read_bytes(), "png": buf.getvalue()}
+            "pt": (d / "compact_model_1_neuron0.pt").read_bytes(), "png": buf.getvalue(),
+            "zip": zbuf.getvalue()}
 
 
 LOADERS = {
@@ -106,6 +112,7 @@ LOADERS = {
     "model": ("m.safetensors", CompactModel.load),
     "pt": ("compact_model_1_neuron0.pt", load_published),
     "png": ("imgs/a.png", lambda p: read_images(p.parent)),
+    "zip": ("images.zip", read_images),
 }
 
 
@@ -120,14 +127,16 @@ def test_loaders_on_mutated_files_raise_only_value_or_os_errors(originals, tmp_p
         warnings.simplefilter("ignore")  # torch / Pillow may warn about what they recover from
         try:
             loaded = load(path)
+            if kind in ("png", "zip"):
+                assert loaded.dtype == np.uint8 and loaded.shape[1:] == (112, 112, 3)
+                return
+            # what loads must be usable: compiles and predicts (a byte edit may leave finite but
+            # huge weights, whose outputs may overflow: that is the file's content, not a crash)
+            plan = loaded if kind == "plan" else cc.compile(loaded)
+            out = cc.Predictor(plan, threads=1).predict(np.zeros((1, 112, 112, 3), np.uint8))
         except (ValueError, OSError):
             return
-    # what loads must be usable: a model or plan predicts finite values, images have the shape
-    if kind == "png":
-        assert loaded.shape == (1, 112, 112, 3) and loaded.dtype == np.uint8
-        return
-    plan = loaded if kind == "plan" else cc.compile(loaded)
-    assert np.isfinite(cc.Predictor(plan, threads=1).predict(np.zeros((1, 112, 112, 3), np.uint8))).all()
+    assert out.shape == (1,)
 
 
 # ---- metrics on drawn NaN patterns --------------------------------------------------------------

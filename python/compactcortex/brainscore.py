@@ -35,7 +35,6 @@ __all__ = ["brain_model", "CompactBrainModel", "VISUAL_DEGREES"]
 
 #: Degrees of visual angle spanned by the 112x112 images the published models were fitted on.
 VISUAL_DEGREES = 11.2
-#: A stimulus file larger than this (in pixels) is refused before it is decoded.
 _CHUNK = 256  # images per engine call: bounds the decoded pixels held at once
 
 

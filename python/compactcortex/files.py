@@ -10,6 +10,7 @@ import json
 import os
 import re
 import socket
+import time
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,16 +47,25 @@ def checked_name(name: object, what: str) -> str:
     return text
 
 
-_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:24] or "host"
+#: A temporary file is an orphan only when also this old (s): containers may share a host name
+#: and a folder without sharing process ids, so a pid not seen here may still be writing.
+ORPHAN_AGE_S = 3600.0
 
 
 def _remove_orphans(target: Path) -> None:
     """Delete temporary files of earlier writes to ``target`` whose writer died (kill -9, power
-    loss): those named for this host and a process id that no longer runs. Files of other hosts
-    (a shared file system) and of live processes are left alone."""
+    loss): those named for this host and a process id that no longer runs, untouched for
+    ORPHAN_AGE_S. Files of other hosts (a shared file system) and of live processes are left."""
+    now = time.time()
     for tmp in target.parent.glob(f".{glob.escape(target.name)}.{_HOST}.*.tmp"):
         pid = tmp.name[len(target.name) + len(_HOST) + 3:].split(".", 1)[0]
         if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            if now - tmp.stat().st_mtime < ORPHAN_AGE_S:
+                continue
+        except OSError:  # gone meanwhile
             continue
         try:
             os.kill(int(pid), 0)
@@ -70,8 +80,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success it replaces ``path``.
 
     A crash or exception leaves any existing file at ``path`` untouched. The temporary file is
-    named ``.<name>.<host>.<pid>.<random>.tmp``; one left by a killed writer is removed by the
-    next write to the same target on that host.
+    named ``.<name>.<host>.<pid>.<random>.tmp``; one left by a killed writer is removed by a
+    later write to the same target on that host, once it is ORPHAN_AGE_S old.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 MAX_DECODE_PIXELS = 8192 * 8192
 #: Largest image file read into memory (bytes), e.g. a zip member whose declared size is huge.
 MAX_IMAGE_FILE_BYTES = 256 * 2**20
+
+
+class _Refused(ValueError):
+    """decode_rgb's own refusals (already labelled), told apart from Pillow's ValueErrors."""
 
 
 def decode_rgb(source: str | Path | bytes, label: str, resize: bool = False) -> np.ndarray:
@@ -42,16 +47,16 @@ def decode_rgb(source: str | Path | bytes, label: str, resize: bool = False) -> 
         with im:
             w, h = im.size
             if w * h > MAX_DECODE_PIXELS:
-                raise ValueError(f"{label}: {w}x{h} pixels, more than the {MAX_DECODE_PIXELS:,} accepted")
+                raise _Refused(f"{label}: {w}x{h} pixels, more than the {MAX_DECODE_PIXELS:,} accepted")
             if not resize and (w, h) != (IMAGE_SIZE, IMAGE_SIZE):
-                raise ValueError(f"{label}: image is {w}x{h}, expected {IMAGE_SIZE}x{IMAGE_SIZE}")
+                raise _Refused(f"{label}: image is {w}x{h}, expected {IMAGE_SIZE}x{IMAGE_SIZE}")
             rgb = im.convert("RGB")
             if rgb.size != (IMAGE_SIZE, IMAGE_SIZE):
                 rgb = rgb.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
             return np.asarray(rgb, np.uint8)
-    except ValueError:
+    except _Refused:
         raise
-    except Exception as e:  # Pillow raises OSError, SyntaxError, struct.error ... for bad files
+    except Exception as e:  # Pillow raises OSError, ValueError, SyntaxError, struct.error ... for bad files
         raise ValueError(f"{label}: cannot decode image ({type(e).__name__}: {e})") from None
 
 
@@ -100,8 +105,10 @@ def read_images(path: str | Path) -> np.ndarray:
                         raise ValueError(f"{path}: member {n!r} declares {zf.getinfo(n).file_size:,} bytes, "
                                          f"more than the {MAX_IMAGE_FILE_BYTES:,} accepted for an image")
                     images.append(decode_rgb(zf.read(n), f"{path}: image {n!r}"))
-        except (zipfile.BadZipFile, OSError, EOFError) as e:
-            raise ValueError(f"{path}: corrupt or truncated zip ({e})") from None
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError, RuntimeError) as e:
+            # zlib.error: a bad deflate stream; NotImplementedError: a compression method zipfile
+            # lacks; RuntimeError: an encrypted member
+            raise ValueError(f"{path}: corrupt, truncated or unsupported zip ({type(e).__name__}: {e})") from None
     else:
         raise ValueError(f"{path}: expected a .npy file, a .zip of images or a folder of images")
     if not images:

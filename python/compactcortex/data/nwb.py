@@ -45,6 +45,7 @@ import numpy as np
 
 from ..constants import IMAGE_SIZE
 from ..files import checked_name
+from .image_files import MAX_DECODE_PIXELS
 from .session import Session
 
 __all__ = ["from_nwb"]
@@ -115,15 +116,15 @@ def from_nwb(
             raise ValueError(f"{path}: not an NWB file ({type(e).__name__}: {e})") from None
         if not isinstance(nwbfile, pynwb.NWBFile):
             raise ValueError(f"{path}: not an NWB file (read a {type(nwbfile).__name__})")
+        session_name = name if name is not None else (nwbfile.session_id or path.stem)
+        try:  # before reading the data: a name that cannot become a file name is an early error
+            checked_name(session_name, "name" if name is not None else
+                         "session_id" if nwbfile.session_id else "file name")
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}; pass name= to choose another") from None
         spikes = _read_units(path, nwbfile, units)
         onsets, shown, linked = _read_presentations(path, nwbfile, stimulus, image_column, pynwb)
         templates = _read_images(path, nwbfile, images, linked, resize, pynwb)
-        session_name = name if name is not None else (nwbfile.session_id or path.stem)
-        if name is None and nwbfile.session_id:
-            try:
-                checked_name(session_name, "session_id")
-            except ValueError as e:
-                raise ValueError(f"{path}: {e}; pass name= to choose another") from None
 
     if len(onsets) == 0:
         raise ValueError(f"{path}: presentation table {stimulus!r} has no presentations")
@@ -267,6 +268,22 @@ def _containers(nwbfile):
             yield f"processing/{mod_name}", k, v
 
 
+_MAX_DATASET_BYTES = 1 << 34  # 16 GB: ~450,000 uint8 images of 112x112x3
+
+
+def _read_data(path: Path, label: str, data) -> np.ndarray:
+    """An HDF5 dataset (or array) read whole, after checking its declared shape: at most
+    MAX_DECODE_PIXELS pixels per frame and _MAX_DATASET_BYTES in all (a compressed dataset can
+    declare far more than the file holds)."""
+    shape = tuple(int(s) for s in getattr(data, "shape", ()))
+    pixels = int(np.prod(shape[-3:-1] if len(shape) >= 3 and shape[-1] in (1, 3, 4) else shape[-2:]))
+    itemsize = getattr(getattr(data, "dtype", None), "itemsize", 8)
+    if len(shape) >= 2 and (pixels > MAX_DECODE_PIXELS or np.prod(shape) * itemsize > _MAX_DATASET_BYTES):
+        raise ValueError(f"{path}: {label} declares data of shape {shape}: more than "
+                         f"{MAX_DECODE_PIXELS:,} pixels per image or {_MAX_DATASET_BYTES:,} bytes in all")
+    return np.asarray(data[()])
+
+
 def _read_images(path: Path, nwbfile, name: str, linked, resize: bool, pynwb) -> np.ndarray:
     from pynwb.base import Images
     from pynwb.image import ImageSeries
@@ -286,13 +303,13 @@ def _read_images(path: Path, nwbfile, name: str, linked, resize: bool, pynwb) ->
             members = [found.images[k] for k in sorted(found.images, key=_natural_key)]
         if not members:
             raise ValueError(f"{path}: {label} holds no images")
-        arrays = [np.asarray(m.data[()]) for m in members]
+        arrays = [_read_data(path, f"{label} image {m.name!r}", m.data) for m in members]
         names = [m.name for m in members]
     elif isinstance(found, ImageSeries):
         if found.external_file is not None or found.data is None or len(found.data) == 0:
             raise ValueError(f"{path}: {label} keeps its frames in external files "
                              f"({found.external_file}); only images stored in the file are supported")
-        data = np.asarray(found.data[()])
+        data = _read_data(path, label, found.data)
         if data.ndim < 3:
             raise ValueError(f"{path}: {label} frames must be (N, H, W, 3), got data of shape {data.shape}")
         arrays, names = list(data), [f"frame {i}" for i in range(len(data))]

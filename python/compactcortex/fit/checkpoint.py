@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..files import atomic_path
@@ -18,10 +19,22 @@ from ..files import atomic_path
 __all__ = ["save_checkpoint", "load_checkpoint"]
 
 
+def _plain(value: Any) -> Any:
+    """Settings as JSON-like Python values (numpy scalars and arrays, tuples -> int/float/list),
+    so that they load under ``weights_only`` and compare equal to a later run's."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.generic, np.ndarray)):
+        return _plain(value.tolist())
+    return value
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any], settings: dict[str, Any]) -> None:
     """Write ``state`` and the run's ``settings`` (plain values) to ``path`` atomically."""
     with atomic_path(path) as tmp:
-        torch.save({**state, "settings": settings}, tmp)
+        torch.save({**state, "settings": _plain(settings)}, tmp)
 
 
 def load_checkpoint(path: str | Path, settings: dict[str, Any]) -> dict[str, Any] | None:
@@ -39,6 +52,7 @@ def load_checkpoint(path: str | Path, settings: dict[str, Any]) -> dict[str, Any
     except Exception as e:
         raise ValueError(f"{path}: corrupt checkpoint ({e}); delete it to start over") from None
     saved = state.get("settings") if isinstance(state, dict) else None
+    settings = _plain(settings)
     if saved is None:
         raise ValueError(f"{path}: checkpoint without a record of its run's settings (an older "
                          f"version wrote it); delete it to start over")

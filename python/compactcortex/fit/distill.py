@@ -160,6 +160,7 @@ def fine_tune(student: CompactModel, teacher: Teacher | None, neuron: Neurons, s
         raise ValueError(f"learning rates must be numbers >= 0 (0 freezes), got lr={lr}, readout_lr={readout_lr}")
     if int(checkpoint_every) < 1:
         raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+    steps = int(steps)  # a numpy integer would not load back under weights_only
 
     def batch(step):
         got = stream(step)

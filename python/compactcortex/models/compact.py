@@ -268,6 +268,8 @@ def load_state_checked(model: CompactModel, state: dict, source: str) -> None:
                              f"{tuple(v.shape)} for filters {model.nums_filters}")
         if state[k].is_floating_point() and not torch.isfinite(state[k]).all():
             raise ValueError(f"{source}: key {k!r} holds NaN or infinity")
+        if k.endswith("running_var") and (state[k] < 0).any():
+            raise ValueError(f"{source}: key {k!r} holds a negative variance")
     dtype = state["layer0_conv.weight"].dtype
     model.to(dtype)
     model.load_state_dict(state)

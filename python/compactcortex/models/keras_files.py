@@ -15,6 +15,7 @@ import io
 import json
 import re
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,17 @@ def _snake(name: str) -> str:
     return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
+_MAX_MEMBER_BYTES = 1 << 30  # a shared compact model's weights are ~10 MB
+
+
+def _dataset(path: Path, ds) -> np.ndarray:
+    """An HDF5 dataset as float32, its declared size checked before it is read (a compressed
+    dataset can declare far more than the file holds)."""
+    if ds.size * 4 > _MAX_MEMBER_BYTES:
+        raise ValueError(f"{path}: weight {ds.name} declares {ds.shape}, more than {_MAX_MEMBER_BYTES:,} bytes")
+    return np.asarray(ds, np.float32)
+
+
 def _read(path: Path) -> tuple[list[dict], dict[str, list[np.ndarray]]]:
     """The config's layers, and each layer's weights by layer name, from a ``.keras`` file."""
     import h5py
@@ -90,6 +102,10 @@ def _read(path: Path) -> tuple[list[dict], dict[str, list[np.ndarray]]]:
         raise ValueError(f"{path}: no such file")
     try:
         with zipfile.ZipFile(path) as z:
+            for member in ("config.json", "model.weights.h5"):  # declared sizes, before reading
+                if z.getinfo(member).file_size > _MAX_MEMBER_BYTES:
+                    raise ValueError(f"{path}: {member} declares {z.getinfo(member).file_size:,} bytes, more "
+                                     f"than the {_MAX_MEMBER_BYTES:,} accepted for a compact model")
             config = json.loads(z.read("config.json"))
             with h5py.File(io.BytesIO(z.read("model.weights.h5")), "r") as h5:
                 layers = config["config"]["layers"]
@@ -102,9 +118,10 @@ def _read(path: Path) -> tuple[list[dict], dict[str, list[np.ndarray]]]:
                     counts[base] = n + 1
                     group = h5.get(f"layers/{base}_{n}" if n else f"layers/{base}")
                     vars_ = group.get("vars") if group is not None else None
-                    weights[layer["name"]] = ([np.asarray(vars_[str(i)], np.float32) for i in range(len(vars_))]
+                    weights[layer["name"]] = ([_dataset(path, vars_[str(i)]) for i in range(len(vars_))]
                                               if vars_ is not None else [])
-    except (zipfile.BadZipFile, KeyError, OSError, json.JSONDecodeError, TypeError) as e:
+    except (zipfile.BadZipFile, KeyError, OSError, json.JSONDecodeError, TypeError, zlib.error,
+            NotImplementedError, RuntimeError) as e:
         raise ValueError(f"{path}: not a readable Keras 3 .keras file ({type(e).__name__}: {e})") from None
     return layers, weights
 

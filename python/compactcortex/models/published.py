@@ -1,12 +1,14 @@
 """Readers for the authors' published compact models (PyTorch state dicts of Keras weights)."""
 from __future__ import annotations
 
+import glob
 import re
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
+from ..files import checked_name
 from .compact import CompactModel, build_within_file, load_state_checked
 
 __all__ = ["load_published", "load_published_session", "published_model_dir"]
@@ -93,9 +95,10 @@ def load_published_session(
     ``root`` is a folder laid out like ``../shared/data/v4`` or a clone of the authors'
     repository. Raises ValueError when the session has no models or its neuron numbers have gaps.
     """
+    session = checked_name(session, "session")  # also keeps glob patterns ('*') out
     folder = published_model_dir(root)
     found = {}
-    for p in folder.glob(f"compact_model_{session}_neuron*.pt"):
+    for p in folder.glob(f"compact_model_{glob.escape(session)}_neuron*.pt"):
         m = _NAME.search(p.name)
         if m:
             found[int(m.group(2))] = p
