@@ -28,7 +28,7 @@ from compactcortex.data.image_files import read_images  # noqa: E402
 from compactcortex.metrics import noise_corrected_r2, pearson_r  # noqa: E402
 from compactcortex.models.compact import CompactModel  # noqa: E402
 from compactcortex.models.published import load_published  # noqa: E402
-from helpers import random_model, rel_err, torch_reference  # noqa: E402
+from helpers import random_model, torch_reference  # noqa: E402
 
 settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow])
@@ -56,9 +56,21 @@ def test_engine_matches_float64_reference(filters, seed, batch, dtype, nchw, ste
     if nchw:  # a transposed view (channel stride 1, pixel strides 3 and 336), read in place
         x = x.transpose(0, 3, 1, 2)
     x = x[::step]  # a batch stride other than the image size
-    got = cc.Predictor(cc.compile(model), threads=threads, isa=isa, layer0=layer0).predict(x)
+    plan = cc.compile(model)
+    got = cc.Predictor(plan, threads=threads, isa=isa, layer0=layer0).predict(x)
     assert got.shape == (batch,) and got.dtype == np.float32
-    assert rel_err(got, ref) < 1e-4
+    # Error against the size of what the readout sums (sum |weight * feature| + |bias|), not the
+    # output itself: a drawn model's output may cancel to near 0, where any rounding is large.
+    scale = _readout_terms(model, plan, recentred[::step])
+    assert np.all(np.abs(got - ref) <= 1e-5 * scale)
+
+
+def _readout_terms(model, plan, recentred: np.ndarray) -> np.ndarray:
+    """Per image, sum |readout weight * layer-4 feature| + |readout bias| in float64."""
+    m = model.to(torch.float64).eval()
+    with torch.no_grad():
+        f = m.features(torch.from_numpy(recentred).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+    return np.abs(f * plan.readout.astype(np.float64)).sum((1, 2, 3)) + abs(plan.readout_bias)
 
 
 @given(models=st.lists(st.tuples(filters, st.integers(0, 2**16)), min_size=1, max_size=4),
