@@ -276,6 +276,10 @@ def test_emulated_nan_flag(emu):
     big[2] = x[1]
     rc, _ = run.predict(big)
     assert rc == 3
+    finite = x[:2].copy()
+    finite[1, 5, 5, 2] = -2e6  # finite in float32, but beyond the accepted +-1e6 (kMaxInput)
+    rc, _ = run.predict(finite)
+    assert rc == 1
 
 
 def test_emulated_checks_model_arrays(emu):

@@ -360,3 +360,15 @@ def test_keras_member_declaring_too_many_bytes(v4, monkeypatch):
     monkeypatch.setattr(keras_files, "_MAX_MEMBER_BYTES", 1000)
     with pytest.raises(ValueError, match=r"\.keras: (config.json|model.weights.h5) declares [\d,]+ bytes"):
         keras_files.load_keras(path)
+
+
+def test_float_images_beyond_pixel_range_are_refused():
+    # 1e30 overflows float32 inside layer 0; ReLU may turn the infinities into a finite prediction
+    p = cc.Predictor(cc.compile(random_model((4, 3, 3, 3, 2))), threads=1)
+    for dtype in (np.float32, np.float64):
+        x = np.zeros((3, 112, 112, 3), dtype)
+        x[2, 7, 9, 1] = -1e30
+        with pytest.raises(ValueError, match=r"image 2 contains NaN or infinity, or a value beyond \+-1e6"):
+            p.predict(x)
+        x[2, 7, 9, 1] = 1e6  # the bound itself is accepted
+        assert np.isfinite(p.predict(x)).all()

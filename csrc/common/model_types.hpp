@@ -21,6 +21,11 @@ struct ModelWeights {
 
 enum class DType { f32, f64, u8 };
 
+// Largest |value| accepted in a float image. Recentred pixels lie within +-255; far larger
+// values overflow float32 inside the network, where ReLU can turn the resulting infinities into
+// a finite but meaningless prediction, so an image holding one is refused like NaN or inf.
+constexpr float kMaxInput = 1e6f;
+
 // A strided view of a batch of images: element (n, y, x, c) lives at
 // data + (n*sn + y*sy + x*sx + c*sc) elements.
 struct ImageBatch {

@@ -17,6 +17,7 @@
 #pragma once
 
 #include "compat.cuh"
+#include "../common/model_types.hpp"  // kMaxInput
 
 namespace cc_cuda {
 
@@ -85,7 +86,7 @@ prep_kernel(const T* __restrict__ src, long long sn, long long sy, long long sx,
         if (y >= 0 && y < kImg && x >= 0 && x < kImg) {
             v = to_float(__ldg(src + i * sn + y * sy + x * sx + c * sc));
             if (recentre) v -= c == 0 ? mean0 : (c == 1 ? mean1 : mean2);
-            if (!isfinite(v)) atomicMin(first_bad, img0 + i);
+            if (!(fabsf(v) <= cc::kMaxInput)) atomicMin(first_bad, img0 + i);  // NaN, inf, overflow
         }
         dst[idx] = v;
     }

@@ -1,4 +1,5 @@
 // The single-model row pipeline: input fill, layers 0-1 ring, layers 2-4 + readout, predict.
+#include <algorithm>
 #include <cmath>
 #include <thread>
 
@@ -24,11 +25,12 @@ void Engine::fill_input(Workspace& ws, const ImageBatch& b, int64_t i, int y0, i
             }
             case DType::f32: {
                 const float* src = static_cast<const float*>(b.data) + base;
-                float acc = 0.0f;  // v*0 is 0 for finite v and NaN otherwise
+                float acc = 0.0f, top = 0.0f;  // v*0 is 0 for finite v and NaN otherwise
                 if (b.sx == 3 && b.sc == 1) {
                     for (int j = 0; j < kImg * 3; ++j) {
                         dst[j] = src[j];
                         acc += src[j] * 0.0f;
+                        top = std::max(top, std::fabs(src[j]));
                     }
                 } else {
                     for (int x = 0; x < kImg; ++x)
@@ -36,9 +38,10 @@ void Engine::fill_input(Workspace& ws, const ImageBatch& b, int64_t i, int y0, i
                             const float v = src[x * b.sx + c * b.sc];
                             dst[x * 3 + c] = v;
                             acc += v * 0.0f;
+                            top = std::max(top, std::fabs(v));
                         }
                 }
-                bad |= !std::isfinite(acc);
+                bad |= !std::isfinite(acc) || top > kMaxInput;
                 break;
             }
             case DType::f64: {
@@ -47,7 +50,7 @@ void Engine::fill_input(Workspace& ws, const ImageBatch& b, int64_t i, int y0, i
                     for (int c = 0; c < 3; ++c) {
                         const double v = src[x * b.sx + c * b.sc];
                         dst[x * 3 + c] = float(v);
-                        bad |= !std::isfinite(float(v));
+                        bad |= !(std::fabs(v) <= double(kMaxInput));  // also NaN and inf
                     }
                 break;
             }

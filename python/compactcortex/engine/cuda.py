@@ -213,4 +213,5 @@ class CudaPredictor:
 
 def _raise_bad(bad: int) -> None:
     if bad >= 0:
-        raise ValueError(f"images: image {bad} contains NaN or infinity")
+        raise ValueError(f"images: image {bad} contains NaN or infinity, or a value beyond +-1e6 "
+                         f"(recentred pixels lie within +-255)")  # as csrc/common/nb_inputs.hpp

@@ -57,7 +57,8 @@ class Predictor(PredictorBase):
             out: optional float32 array of shape (N,) to write into.
 
         Raises:
-            ValueError: wrong shape, empty batch, or an image holding NaN or infinity.
+            ValueError: wrong shape, empty batch, or an image holding NaN, infinity or a value
+                beyond +-1e6 (float inputs are recentred pixels, within +-255).
             TypeError: unsupported dtype or array type.
         """
         return self._backend.predict(images, out)
