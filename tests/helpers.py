@@ -18,6 +18,12 @@ def recentred(n, seed=0, dtype=np.float32):
     return np.random.default_rng(seed).normal(0, 60, (n, 112, 112, 3)).astype(dtype)
 
 
+def published_state(model) -> dict:
+    """A CompactModel's state dict in the authors' .pt naming (layers.* and Beta.*)."""
+    return {("Beta." + k[len("readout."):] if k.startswith("readout.") else "layers." + k): v
+            for k, v in model.state_dict().items()}
+
+
 def torch_reference(model, images_nhwc) -> np.ndarray:
     """float64 PyTorch forward pass of recentred NHWC images."""
     import torch

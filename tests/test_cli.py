@@ -9,14 +9,6 @@ from PIL import Image
 
 import compactcortex as cc
 from compactcortex.cli import main
-from helpers import random_model
-
-
-@pytest.fixture
-def plan_file(tmp_path):
-    path = tmp_path / "m.plan"
-    cc.compile(random_model((4, 3, 3, 3, 2), seed=7)).save(path)
-    return path
 
 
 def test_predict_npy_dir_zip_agree(tmp_path, plan_file):

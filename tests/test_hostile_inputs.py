@@ -24,19 +24,13 @@ from compactcortex.files import COMPACT_MODEL_FORMAT, ENSEMBLE_FORMAT, checked_n
 from compactcortex.fit.distill import fine_tune
 from compactcortex.models.compact import CompactModel
 from compactcortex.models.published import load_published
-from helpers import random_model
+from helpers import published_state, random_model
 
 # ---- files whose declared sizes lie: refused before allocating ---------------------------------
 
 
-def _published_state(model: CompactModel) -> dict:
-    """A CompactModel's state in the authors' .pt naming (layers.* and Beta.*)."""
-    return {("Beta." + k[len("readout."):] if k.startswith("readout.") else "layers." + k): v
-            for k, v in model.state_dict().items()}
-
-
 def test_pt_with_expanded_tensor_claiming_400000_filters(tmp_path):
-    state = _published_state(random_model((4, 3, 3, 3, 3)))
+    state = published_state(random_model((4, 3, 3, 3, 3)))
     # 400,000 layer-4 filters declared by a stride-0 view of one float: the file stays small
     state["layers.layer4_conv_point.weight"] = torch.zeros(1).expand(400_000, 3, 1, 1)
     torch.save(state, tmp_path / "forged.pt")
@@ -189,13 +183,6 @@ def test_out_overlapping_the_images_is_refused():
 # ---- the command line: one line and exit status 2 for user errors ------------------------------
 
 
-@pytest.fixture
-def plan_file(tmp_path):
-    path = tmp_path / "m.plan"
-    cc.compile(random_model((4, 3, 3, 3, 2), seed=7)).save(path)
-    return path
-
-
 @pytest.mark.parametrize("argv", [
     ["bench", "--threads", "0"], ["bench", "--batch", "0"], ["bench", "--rounds", "-3"],
     ["bench", "--threads", "100000"], ["loop-bench", "--rate", "nan"], ["loop-bench", "--rate", "0"],
@@ -337,7 +324,7 @@ def test_review_findings_session_glob_variance_zip_and_pillow_errors(tmp_path, v
 
     with pytest.raises(ValueError, match="session '\\*' cannot be used as a file name"):
         load_published_session(v4, "*")
-    state = _published_state(random_model((4, 3, 3, 3, 3)))
+    state = published_state(random_model((4, 3, 3, 3, 3)))
     state["layers.layer2_bn.running_var"] = -state["layers.layer2_bn.running_var"].abs() - 1
     torch.save(state, tmp_path / "negvar.pt")
     with pytest.raises(ValueError, match="negvar.pt: key 'layer2_bn.running_var' holds a negative variance"):

@@ -28,7 +28,7 @@ from compactcortex.data.image_files import read_images  # noqa: E402
 from compactcortex.metrics import noise_corrected_r2, pearson_r  # noqa: E402
 from compactcortex.models.compact import CompactModel  # noqa: E402
 from compactcortex.models.published import load_published  # noqa: E402
-from helpers import random_model, torch_reference  # noqa: E402
+from helpers import published_state, random_model, torch_reference  # noqa: E402
 
 settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow])
@@ -103,9 +103,7 @@ def originals(tmp_path_factory):
     model = random_model((4, 3, 3, 3, 2), seed=5)
     cc.compile(model).save(d / "m.plan")
     model.save(d / "m.safetensors")
-    state = {("Beta." + k[len("readout."):] if k.startswith("readout.") else "layers." + k): v
-             for k, v in model.state_dict().items()}
-    torch.save(state, d / "compact_model_1_neuron0.pt")
+    torch.save(published_state(model), d / "compact_model_1_neuron0.pt")
     from PIL import Image
 
     buf = io.BytesIO()

@@ -10,7 +10,7 @@ import numpy as np
 
 __all__ = ["main"]
 
-_THREADS = 1024  # as compactcortex.engine.frontend.MAX_THREADS (not imported: it loads the engine)
+from .engine.frontend import MAX_THREADS as _THREADS  # the package has loaded the engine already
 
 
 def _int_arg(lo: int, hi: int):

@@ -12,12 +12,15 @@ import re
 import socket
 import time
 import tempfile
+import zipfile
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 __all__ = ["PLAN_FORMAT", "COMPACT_MODEL_FORMAT", "ENSEMBLE_FORMAT", "TRANSFER_TEACHER_FORMAT",
-           "atomic_path", "write_json", "safetensors_format", "read_safetensors_meta", "checked_name"]
+           "atomic_path", "write_json", "safetensors_format", "read_safetensors_meta", "checked_name",
+           "ZIP_ERRORS", "read_zip_member"]
 
 # The ``format`` metadata entry of each safetensors file the package writes.
 PLAN_FORMAT = "compactcortex.Plan/1"
@@ -45,6 +48,22 @@ def checked_name(name: object, what: str) -> str:
         raise ValueError(f"{what} {text!r} cannot be used as a file name: use letters, digits and . _ + - "
                          f"(starting with a letter or digit, at most 128 characters)")
     return text
+
+
+#: What reading a damaged zip raises besides BadZipFile: OSError/EOFError (truncated), zlib.error
+#: (a bad deflate stream), NotImplementedError (a compression method zipfile lacks), RuntimeError
+#: (an encrypted member).
+ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError, RuntimeError)
+
+
+def read_zip_member(zf: zipfile.ZipFile, name: str, max_bytes: int, label: str) -> bytes:
+    """The bytes of member ``name``, after checking its declared size against ``max_bytes`` (a
+    zip bomb declares far more than the archive holds). Raises ValueError starting ``label``;
+    KeyError for a missing member and ZIP_ERRORS for a damaged one, as zipfile does."""
+    size = zf.getinfo(name).file_size
+    if size > max_bytes:
+        raise ValueError(f"{label} declares {size:,} bytes, more than the {max_bytes:,} accepted")
+    return zf.read(name)
 
 
 _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:24] or "host"

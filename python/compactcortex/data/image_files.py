@@ -4,12 +4,12 @@ from __future__ import annotations
 import io
 import warnings
 import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 
 from ..constants import IMAGE_SIZE
+from ..files import ZIP_ERRORS, read_zip_member
 
 __all__ = ["read_images", "decode_rgb", "IMAGE_SUFFIXES", "MAX_DECODE_PIXELS", "MAX_IMAGE_FILE_BYTES"]
 
@@ -99,15 +99,9 @@ def read_images(path: str | Path) -> np.ndarray:
             with zipfile.ZipFile(path) as zf:
                 names = sorted(n for n in zf.namelist()
                                if not n.endswith("/") and Path(n).suffix.lower() in IMAGE_SUFFIXES)
-                images = []
-                for n in names:
-                    if zf.getinfo(n).file_size > MAX_IMAGE_FILE_BYTES:
-                        raise ValueError(f"{path}: member {n!r} declares {zf.getinfo(n).file_size:,} bytes, "
-                                         f"more than the {MAX_IMAGE_FILE_BYTES:,} accepted for an image")
-                    images.append(decode_rgb(zf.read(n), f"{path}: image {n!r}"))
-        except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError, RuntimeError) as e:
-            # zlib.error: a bad deflate stream; NotImplementedError: a compression method zipfile
-            # lacks; RuntimeError: an encrypted member
+                images = [decode_rgb(read_zip_member(zf, n, MAX_IMAGE_FILE_BYTES, f"{path}: member {n!r}"),
+                                     f"{path}: image {n!r}") for n in names]
+        except ZIP_ERRORS as e:
             raise ValueError(f"{path}: corrupt, truncated or unsupported zip ({type(e).__name__}: {e})") from None
     else:
         raise ValueError(f"{path}: expected a .npy file, a .zip of images or a folder of images")

@@ -168,7 +168,7 @@ def fine_tune(student: CompactModel, teacher: Teacher | None, neuron: Neurons, s
             return got
         return got, teacher_targets(teacher, got, neuron)
 
-    run = {"steps": int(steps), "lr": float(lr), "readout_lr": readout_lr, "init_bias": bool(init_bias),
+    run = {"steps": steps, "lr": float(lr), "readout_lr": readout_lr, "init_bias": bool(init_bias),
            "nums_filters": list(student.nums_filters), "outputs": student.num_outputs,
            "neuron": None if neuron is None else np.asarray(neuron).tolist(), **(settings or {})}
     opt = torch.optim.Adam(_param_groups(student, lr, readout_lr))

@@ -15,7 +15,6 @@ import io
 import json
 import re
 import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 
 from ..constants import MAP_SIZE
+from ..files import ZIP_ERRORS, read_zip_member
 from .compact import KERAS_BN_EPS, CompactModel
 
 __all__ = ["load_keras", "SharedCompactModel", "shared_model_path", "shared_model_filters", "SHARED_MODEL_DIRS"]
@@ -102,12 +102,11 @@ def _read(path: Path) -> tuple[list[dict], dict[str, list[np.ndarray]]]:
         raise ValueError(f"{path}: no such file")
     try:
         with zipfile.ZipFile(path) as z:
-            for member in ("config.json", "model.weights.h5"):  # declared sizes, before reading
-                if z.getinfo(member).file_size > _MAX_MEMBER_BYTES:
-                    raise ValueError(f"{path}: {member} declares {z.getinfo(member).file_size:,} bytes, more "
-                                     f"than the {_MAX_MEMBER_BYTES:,} accepted for a compact model")
-            config = json.loads(z.read("config.json"))
-            with h5py.File(io.BytesIO(z.read("model.weights.h5")), "r") as h5:
+            def member(name: str) -> bytes:
+                return read_zip_member(z, name, _MAX_MEMBER_BYTES, f"{path}: {name}")
+
+            config = json.loads(member("config.json"))
+            with h5py.File(io.BytesIO(member("model.weights.h5")), "r") as h5:
                 layers = config["config"]["layers"]
                 # model.weights.h5 names layers by class (conv2d, conv2d_1, ...) in config order.
                 counts: dict[str, int] = {}
@@ -120,8 +119,7 @@ def _read(path: Path) -> tuple[list[dict], dict[str, list[np.ndarray]]]:
                     vars_ = group.get("vars") if group is not None else None
                     weights[layer["name"]] = ([_dataset(path, vars_[str(i)]) for i in range(len(vars_))]
                                               if vars_ is not None else [])
-    except (zipfile.BadZipFile, KeyError, OSError, json.JSONDecodeError, TypeError, zlib.error,
-            NotImplementedError, RuntimeError) as e:
+    except (*ZIP_ERRORS, KeyError, json.JSONDecodeError, TypeError) as e:
         raise ValueError(f"{path}: not a readable Keras 3 .keras file ({type(e).__name__}: {e})") from None
     return layers, weights
 
