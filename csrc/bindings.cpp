@@ -68,6 +68,17 @@ public:
         raise_if_bad(bad);
     }
 
+    void features(AnyIn images, FloatOut out) {
+        const cc::ImageBatch b = as_batch(images);
+        check_out_shape(out, {b.count, 28, 28, eng_->filters()[4]});
+        int64_t bad;
+        {
+            nb::gil_scoped_release release;
+            bad = eng_->features(b, out.data());
+        }
+        raise_if_bad(bad);
+    }
+
     // {name: (count, sum (n,), gram (n, n))} for "layer1".."layer4" and "readout".
     nb::dict moments(AnyIn images) {
         const cc::ImageBatch b = as_batch(images);
@@ -151,6 +162,9 @@ NB_MODULE(_engine, m) {
         .def("predict", &PyEngine::predict, "images"_a, "out"_a,
              "Predict into out (float32, shape (N,)). images: (N,112,112,3) or (N,3,112,112); "
              "float32/float64 recentred pixels or uint8 raw pixels.")
+        .def("features", &PyEngine::features, "images"_a, "out"_a,
+             "The layer-4 map of each image (after batchnorm and ReLU) into out (float32, shape "
+             "(N, 28, 28, n4), (H, W, C) order); the readout is not applied.")
         .def("moments", &PyEngine::moments, "images"_a,
              "Pruning statistics in one pass: {name: (count, sum, gram)} for the depthwise outputs "
              "of layer1..layer4 (over images and positions) and the readout's per-channel "

@@ -48,6 +48,12 @@ public:
     // or infinity, or -1.
     int64_t moments(const ImageBatch& images, std::array<Moments, 5>& out);
 
+    // The layer-4 map of each image (after batchnorm and ReLU), (count, 28, 28, n4) in
+    // (H, W, C) order, into out; the readout is not applied. A trunk's features for readouts
+    // fitted elsewhere. Returns -1, or the index of the first image with a NaN or infinity.
+    int64_t features(const ImageBatch& images, float* out);
+    const std::array<int, 5>& filters() const { return n_; }
+
     const char* isa() const { return k_->name; }
     int vector_width() const { return k_->width; }
     bool winograd() const { return winograd_; }

@@ -1,6 +1,7 @@
 // The single-model row pipeline: input fill, layers 0-1 ring, layers 2-4 + readout, predict.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <thread>
 
 #include "workspace.hpp"
@@ -232,6 +233,24 @@ int64_t Engine::predict(const ImageBatch& b, float* out) {
         for (auto& w : ws_)
             if (w->bad) note_bad(first_bad, i);
     }
+    return first_bad.load();
+}
+
+// Whole images per thread (a trunk's features are asked for in large batches).
+int64_t Engine::features(const ImageBatch& b, float* out) {
+    std::lock_guard<std::mutex> lock(call_mu_);
+    std::atomic<int64_t> first_bad{-1}, next{0};
+    const size_t cells = size_t(kL2) * kL2, n4 = size_t(n_[4]), np4 = size_t(np_[4]);
+    pool_.run_elastic([&](int t) {
+        Workspace& ws = *ws_[t];
+        for (int64_t i; (i = next.fetch_add(1)) < b.count;) {
+            bool bad;
+            run_image(ws, b, i, bad);
+            if (bad) note_bad(first_bad, i);
+            float* dst = out + size_t(i) * cells * n4;
+            for (size_t p = 0; p < cells; ++p) std::memcpy(dst + p * n4, ws.l4.p + p * np4, sizeof(float) * n4);
+        }
+    });
     return first_bad.load();
 }
 

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["PLAN_FORMAT", "COMPACT_MODEL_FORMAT", "ENSEMBLE_FORMAT", "TRANSFER_TEACHER_FORMAT",
+__all__ = ["PLAN_FORMAT", "COMPACT_MODEL_FORMAT", "ENSEMBLE_FORMAT", "TRANSFER_TEACHER_FORMAT", "TRUNK_FORMAT",
            "atomic_path", "write_json", "safetensors_format", "read_safetensors_meta", "checked_name",
            "ZIP_ERRORS", "read_zip_member"]
 
@@ -27,6 +27,7 @@ PLAN_FORMAT = "compactcortex.Plan/1"
 COMPACT_MODEL_FORMAT = "compactcortex.CompactModel/1"
 ENSEMBLE_FORMAT = "compactcortex.Ensemble/1"
 TRANSFER_TEACHER_FORMAT = "compactcortex.TransferTeacher/1"
+TRUNK_FORMAT = "compactcortex.Trunk/1"
 
 # mkstemp creates 0600 files; give results the permissions an ordinary open() would (0666 & ~umask).
 _UMASK = os.umask(0)

@@ -169,7 +169,7 @@ def resolve_teacher_backbone(backbone: str | None, root: Path) -> Path | None:
     if (filters := shared_model_filters(backbone)) is not None:
         return shared_model_path(root, filters)
     if not Path(backbone).is_file():
-        raise ValueError(f"--backbone {backbone!r}: not 'auto', 'none', 'shared_compact_<N>' or an existing .keras file")
+        raise ValueError(f"--backbone {backbone!r}: not 'auto', 'none', 'shared_compact_<N>' or an existing .keras or trunk file")
     return Path(backbone)
 
 
@@ -184,6 +184,8 @@ def _load_teacher(spec: str, root: Path, session: Session, neurons: list[int], o
     from ..engine.predictor import Predictor
     from ..fit.training import TrainConfig
     from ..fit.teacher import fit_teacher, load_teacher, save_teacher
+    from ..fit.transfer import use_engine
+    from ..models.transfer import TransferTeacher
 
     if spec == "published":
         from ..models.published import load_published_session
@@ -208,6 +210,8 @@ def _load_teacher(spec: str, root: Path, session: Session, neurons: list[int], o
         raise ValueError(f"the teacher predicts {ens.num_neurons} neurons, session {session.name} has "
                          f"{session.num_neurons}")
     ens.eval()
+    if isinstance(ens, TransferTeacher):
+        use_engine(ens, threads)  # the trunk's maps from the C++ engine: the pool's labelling
     n_params = sum(p.numel() for p in ens.parameters())
 
     def population(x):

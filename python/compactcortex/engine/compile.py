@@ -27,11 +27,14 @@ def compile(model: CompactModel, drop_dead_channels: bool = True) -> Plan:  # no
     weights are all zero and whose bias is <= 0 outputs exactly 0 after its ReLU (a pruned
     filter); it is removed together with the weights that read it in the next layer, so the
     Plan is physically smaller and computes the same function. Masked filters
-    (``model.set_filter_mask``) are such channels.
+    (``model.set_filter_mask``) are such channels. A model without readout (a trunk, layers
+    0-4) compiles with a zero readout, for :class:`~compactcortex.engine.features.TrunkFeatures`
+    (there pass ``drop_dead_channels=False`` to keep every layer-4 channel in place).
     """
     if not isinstance(model, CompactModel):
         raise TypeError(f"compile() expects a CompactModel, got {type(model).__name__}")
-    if model.num_outputs != 1:
+    trunk_only = not hasattr(model, "readout")  # a trunk (layers 0-4): a zero readout
+    if not trunk_only and model.num_outputs != 1:
         raise ValueError(f"compile() takes a per-neuron model; this one has {model.num_outputs} outputs "
                          "(cut one out with model.single_output(k))")
     n = list(model.nums_filters)
@@ -48,8 +51,11 @@ def compile(model: CompactModel, drop_dead_channels: bool = True) -> Plan:  # no
         point = getattr(model, f"layer{i}_conv_point")
         pw.append(d(point.weight)[:, :, 0, 0] * s[:, None])
         pb.append(d(point.bias) * s + t)
-    readout = d(model.readout.weight).reshape(28, 28, n[4])
-    bias = float(d(model.readout.bias)[0])
+    if trunk_only:
+        readout, bias = np.zeros((28, 28, n[4])), 0.0
+    else:
+        readout = d(model.readout.weight).reshape(28, 28, n[4])
+        bias = float(d(model.readout.bias)[0])
     # A masked filter outputs 0: zero weights and bias in front of its ReLU.
     for l, m in enumerate(model.filter_masks()):
         off = ~m.numpy()

@@ -124,6 +124,10 @@ def load_teacher(path: str | Path) -> Ensemble | TransferTeacher:
             teacher = build_within_file(build, path)
             teacher.trunk.provenance = json.loads(meta["provenance"])
         teacher.load_state_dict(load_file(str(path)))
+        if isinstance(teacher, TransferTeacher):
+            from .transfer import use_engine
+
+            use_engine(teacher)
     except (KeyError, ValueError, AttributeError, RuntimeError, TypeError) as e:
         raise ValueError(f"{path}: metadata or weights do not match a {meta['format']} ({e})") from None
     for p in teacher.parameters():

@@ -18,19 +18,30 @@ from ..models.image_tensor import to_tensor
 from ..models.transfer import TransferTeacher, trunk_of
 from .checkpoint import load_checkpoint, save_checkpoint
 
-__all__ = ["fit_transfer_teacher", "resolve_backbone", "trunk_features"]
+__all__ = ["fit_transfer_teacher", "resolve_backbone", "trunk_features", "use_engine"]
 
 # Ridge penalties tried, relative to the mean eigenvalue of the image-by-image Gram matrix.
 _RIDGE_ALPHAS = np.logspace(-3, 2, 16)
 
 
-def resolve_backbone(backbone: str | Path | CompactModel, data_root: str | Path | None = None) -> CompactModel:
-    """A trunk from a loaded model, a ``.keras`` path, or a name ``"shared_compact_<N>"`` (the
-    shared compact model with N filters in layers 0-2, looked up under ``data_root``)."""
+def resolve_backbone(backbone: str | Path | CompactModel, data_root: str | Path | None = None,
+                     member: int = 0) -> CompactModel:
+    """A trunk from a loaded model, a ``.keras`` path, a trunk file of :func:`~compactcortex.fit.trunk.fit_trunk`
+    (its member ``member``), or a name ``"shared_compact_<N>"`` (the shared compact model with N
+    filters in layers 0-2, looked up under ``data_root``)."""
+    from ..files import TRUNK_FORMAT, safetensors_format
     from ..models.keras_files import load_keras, shared_model_filters, shared_model_path
+    from ..models.trunk import load_trunks
 
     if isinstance(backbone, CompactModel):
         return trunk_of(backbone)
+    if Path(backbone).is_file() and safetensors_format(backbone) == TRUNK_FORMAT:
+        trunks, _ = load_trunks(backbone)
+        if not 0 <= member < len(trunks):
+            raise ValueError(f"{backbone}: has {len(trunks)} member(s); member {member} asked for")
+        core = trunk_of(trunks[member].core)
+        core.provenance = {**trunks[member].provenance, "trunk_file": Path(backbone).name}
+        return core
     filters = shared_model_filters(backbone)
     if filters is not None:
         if data_root is None:
@@ -39,11 +50,26 @@ def resolve_backbone(backbone: str | Path | CompactModel, data_root: str | Path 
     return trunk_of(load_keras(backbone))
 
 
+def use_engine(teacher: TransferTeacher, threads: int | None = None) -> TransferTeacher:
+    """Compute ``teacher``'s trunk maps with the C++ engine from now on (same numbers as the
+    PyTorch trunk to float32 rounding, several times faster); returns the teacher. Without the
+    compiled module the teacher keeps its PyTorch path."""
+    try:
+        from ..engine.compile import compile
+        from ..engine.features import TrunkFeatures
+    except ImportError:
+        return teacher
+    teacher.feature_engine = TrunkFeatures(compile(teacher.trunk, drop_dead_channels=False), threads)
+    return teacher
+
+
 @torch.no_grad()
-def trunk_features(trunk: CompactModel, images: np.ndarray, batch: int = 32, progress: bool = True) -> torch.Tensor:
-    """The trunk's maps (N, C, 28, 28) float32 of (N,112,112,3) uint8 images."""
-    dtype = next(trunk.parameters()).dtype
-    chunks = [trunk.features(to_tensor(images[i:i + batch]).to(dtype)).float()
+def trunk_features(trunk: CompactModel, images: np.ndarray, batch: int = 32, progress: bool = True,
+                   threads: int | None = None) -> torch.Tensor:
+    """The trunk's maps (N, C, 28, 28) float32 of (N,112,112,3) uint8 images, from the C++
+    engine where it is built (else PyTorch)."""
+    probe = use_engine(TransferTeacher(trunk, 1, 1), threads)
+    chunks = [probe.features(to_tensor(images[i:i + batch]))
               for i in tqdm(range(0, len(images), batch), desc="trunk features", unit="batch", disable=not progress)]
     return torch.cat(chunks)
 
@@ -112,6 +138,7 @@ def fit_transfer_teacher(
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
     features: torch.Tensor | None = None,
+    threads: int | None = None,
 ) -> TransferTeacher:
     """Fit ``members`` readouts of every neuron of ``session`` on a frozen pretrained trunk.
 
@@ -125,6 +152,7 @@ def fit_transfer_teacher(
         checkpoint_dir: finished members are saved there and reused by a rerun.
         features: the trunk's maps of ``session.images[indices]`` (:func:`trunk_features`),
             when already computed (e.g. to compare readouts on one trunk).
+        threads: the C++ engine's threads for the trunk's maps (:func:`use_engine`).
 
     Returns:
         The teacher in eval mode (its ``fit_info`` records the readout and, for ridge, the
@@ -138,7 +166,8 @@ def fit_transfer_teacher(
     mean, std = y_all.mean(0), y_all.std(0).clamp_min(1e-6)
     ys = (y_all - mean) / std
     teacher = TransferTeacher(trunk, session.num_neurons, members, readout, pool, mean, std)
-    feats = trunk_features(trunk, session.images[idx], progress=progress) if features is None else features
+    use_engine(teacher, threads)
+    feats = trunk_features(trunk, session.images[idx], progress=progress, threads=threads) if features is None else features
     if feats.shape != (len(idx), trunk.nums_filters[4], MAP_SIZE, MAP_SIZE):
         raise ValueError(f"features must be ({len(idx)}, {trunk.nums_filters[4]}, 28, 28) for these images and "
                          f"this trunk, got {tuple(feats.shape)}")

@@ -252,7 +252,7 @@ def build_within_file(build: Callable[[], M], path: str | Path) -> M:
     return build()
 
 
-def load_state_checked(model: CompactModel, state: dict, source: str) -> None:
+def load_state_checked(model: nn.Module, state: dict, source: str) -> None:
     """``load_state_dict`` with errors that name the file and the key."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
@@ -270,6 +270,6 @@ def load_state_checked(model: CompactModel, state: dict, source: str) -> None:
             raise ValueError(f"{source}: key {k!r} holds NaN or infinity")
         if k.endswith("running_var") and (state[k] < 0).any():
             raise ValueError(f"{source}: key {k!r} holds a negative variance")
-    dtype = state["layer0_conv.weight"].dtype
+    dtype = next(v.dtype for k, v in state.items() if k.endswith("layer0_conv.weight"))
     model.to(dtype)
     model.load_state_dict(state)

@@ -28,8 +28,8 @@ PARAM_NAMES = (
     + ["readout.weight", "readout.bias"]
 )
 
-# One Trainer (thread pool and reusable workspaces) per model and thread count.
-_trainers: "weakref.WeakKeyDictionary[CompactModel, object]" = weakref.WeakKeyDictionary()
+# One Trainer (thread pool and reusable workspaces) per model and readout size.
+_trainers: "weakref.WeakKeyDictionary[CompactModel, dict]" = weakref.WeakKeyDictionary()
 
 
 def _batchnorms(model: "CompactModel") -> list[torch.nn.BatchNorm2d]:
@@ -55,27 +55,27 @@ def engine_usable(model: "CompactModel", x: torch.Tensor) -> bool:
     return True
 
 
-def _trainer(model: "CompactModel"):
+def _trainer(model: "CompactModel", outputs: int):
     from .. import _engine
 
     threads = model.engine_threads or torch.get_num_threads()
-    t = _trainers.get(model)
-    if (t is None or tuple(t.filters) != model.nums_filters or t.threads != threads
-            or t.outputs != model.num_outputs):
-        t = _engine.Trainer(list(model.nums_filters), threads, outputs=model.num_outputs)
-        _trainers[model] = t
+    by_outputs = _trainers.setdefault(model, {})
+    t = by_outputs.get(outputs)
+    if t is None or tuple(t.filters) != model.nums_filters or t.threads != threads:
+        t = _engine.Trainer(list(model.nums_filters), threads, outputs=outputs)
+        by_outputs[outputs] = t
     return t
 
 
 class _CompactFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, model, x, *params):  # noqa: D102 - see engine_forward
+    def forward(ctx, model, squeeze, x, *params):  # noqa: D102 - see engine_forward
         bns = _batchnorms(model)
         running = [t for bn in bns for t in (bn.running_mean, bn.running_var)]
         active = [np.flatnonzero(m.numpy()).astype(np.int32) for m in model.filter_masks()]
-        trainer = _trainer(model)
-        k = model.num_outputs
-        out = torch.empty((x.shape[0],) if k == 1 else (x.shape[0], k), dtype=torch.float32)
+        k = params[-1].shape[0]  # readout.bias (K,)
+        trainer = _trainer(model, k)
+        out = torch.empty((x.shape[0],) if k == 1 and squeeze else (x.shape[0], k), dtype=torch.float32)
         tape = trainer.forward(x.detach().contiguous(), [p.detach().contiguous() for p in params], running,
                                active, [float(bn.eps) for bn in bns], float(bns[0].momentum), model.training, out)
         if model.training:
@@ -88,21 +88,29 @@ class _CompactFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):  # noqa: D102
-        wanted = ctx.needs_input_grad[2:]
+        wanted = ctx.needs_input_grad[3:]
         grads = [torch.empty(s, dtype=torch.float32) for s in ctx.shapes] if any(wanted) else None
-        dx = torch.empty((ctx.tape.count, 3, 112, 112), dtype=torch.float32) if ctx.needs_input_grad[1] else None
+        dx = torch.empty((ctx.tape.count, 3, 112, 112), dtype=torch.float32) if ctx.needs_input_grad[2] else None
         ctx.tape.backward(grad_out.detach().float().contiguous(), grads, dx, ctx.filters)
         ctx.tape = None  # frees the feature maps at once
         if grads is None:
-            return (None, dx, *[None] * len(wanted))
-        return (None, dx, *[g if w else None for g, w in zip(grads, wanted)])
+            return (None, None, dx, *[None] * len(wanted))
+        return (None, None, dx, *[g if w else None for g, w in zip(grads, wanted)])
 
 
-def engine_forward(model: "CompactModel", x: torch.Tensor) -> torch.Tensor:
+def engine_forward(model: "CompactModel", x: torch.Tensor,
+                   readout: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """The model's (N,) or (N, K) output on recentred images x (N, 3, 112, 112), through the C++ kernels.
 
     In training mode the batchnorm uses batch statistics and updates its running statistics
     (PyTorch's momentum rule), exactly as the PyTorch path does.
+
+    ``readout``: (weight (K, 28*28*n4) in (H, W, C) order, bias (K,)) used instead of the model's
+    own readout (which it then need not have); any tensors, e.g. computed from a factorised
+    readout's parameters, so that their gradients flow back through them. Output (N, K).
     """
     state = dict(model.named_parameters())
-    return _CompactFunction.apply(model, x, *[state[name] for name in PARAM_NAMES])
+    trunk = [state[name] for name in PARAM_NAMES[:-2]]
+    if readout is None:
+        return _CompactFunction.apply(model, True, x, *trunk, state["readout.weight"], state["readout.bias"])
+    return _CompactFunction.apply(model, False, x, *trunk, *readout)

@@ -91,6 +91,9 @@ class TransferTeacher(PopulationPredictions, nn.Module):
         std = torch.ones(n_neurons) if response_std is None else torch.as_tensor(response_std, dtype=torch.float32)
         self.register_buffer("response_mean", mean.clone())
         self.register_buffer("response_std", std.clone())
+        #: Optional fast path for :meth:`features`: a callable (N, 3, 112, 112) float32 tensor ->
+        #: (N, 28, 28, C) array, e.g. the C++ engine's (``fit.transfer.use_engine``).
+        self.feature_engine = None
 
     @property
     def num_members(self) -> int:
@@ -107,6 +110,9 @@ class TransferTeacher(PopulationPredictions, nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The trunk's map (N, C, 28, 28) for recentred images (N, 3, 112, 112)."""
+        if self.feature_engine is not None and x.device.type == "cpu":
+            maps = self.feature_engine(x.detach().float().contiguous())
+            return torch.from_numpy(maps).permute(0, 3, 1, 2)
         with torch.no_grad():
             return self.trunk.features(x.to(next(self.trunk.parameters()).dtype)).float()
 

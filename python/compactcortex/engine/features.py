@@ -1,0 +1,61 @@
+"""A trunk's layer-4 maps from the C++ engine: what transfer teachers' readouts read.
+
+Torch-free: takes a :class:`~compactcortex.engine.plan.Plan` compiled from a trunk (layers 0-4,
+``compile(trunk, drop_dead_channels=False)``) and returns its (N, 28, 28, C) maps, computed with
+the same row pipeline (Winograd layer 0, fused depthwise + pointwise rows) as predictions.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .frontend import MAX_THREADS, default_threads, leading_dim
+from .plan import Plan
+
+__all__ = ["TrunkFeatures"]
+
+
+class TrunkFeatures:
+    """``TrunkFeatures(plan, threads)(images) -> (N, 28, 28, C) float32`` layer-4 maps.
+
+    Args:
+        plan: a trunk compiled without dropping channels (channel c of the maps is the trunk's c).
+        threads: engine threads (each works on whole images); default as for predictors.
+        isa: kernel variant, ``"auto"`` for the widest this CPU runs.
+
+    Images as for :class:`~compactcortex.engine.predictor.Predictor`: (N, 112, 112, 3) or
+    (N, 3, 112, 112), uint8 raw pixels or float recentred pixels (numpy or torch CPU tensors).
+    Not thread-safe across calls from several threads (calls are serialised by the engine).
+
+    Pickling keeps the plan and settings; the engine is rebuilt on first use in the new process.
+    """
+
+    def __init__(self, plan: Plan, threads: int | None = None, isa: str = "auto") -> None:
+        threads = default_threads() if threads is None else int(threads)
+        if not 1 <= threads <= MAX_THREADS:
+            raise ValueError(f"threads must be between 1 and {MAX_THREADS}, got {threads}")
+        self.plan, self.threads, self.isa = plan, threads, isa
+        self._engine = None
+
+    @property
+    def channels(self) -> int:
+        return self.plan.nums_filters[4]
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_engine": None}
+
+    def __call__(self, images: Any, out: np.ndarray | None = None) -> np.ndarray:
+        from .. import _engine
+
+        if self._engine is None:
+            self._engine = _engine.Engine(*self.plan.weights_tuple(), self.plan.mean, self.threads, self.isa, True)
+        if hasattr(images, "__dlpack__") and hasattr(images, "detach"):
+            images = images.detach()
+        shape = (leading_dim(images), 28, 28, self.channels)
+        if out is None:
+            out = np.empty(shape, np.float32)
+        elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
+        self._engine.features(images, out)
+        return out
