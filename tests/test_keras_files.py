@@ -112,3 +112,43 @@ def test_other_architectures_and_broken_files_are_refused(v4, tmp_path):
         c["config"]["layers"][1]["config"]["filters"] = 6
     with pytest.raises(ValueError, match="layer 'layer0_conv' holds weights of shapes"):
         cc.load_keras(_rewrite(src, tmp_path / "filters.keras", filters))
+
+
+KINDS = ("from_ensemble_model", "linear_from_ensemble_model", "from_V4data_direct_fit", "from_resnet50",
+         "from_resnet50_robust", "from_vgg19", "from_cornets")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_of_shared_model_loads_marked_as_fitted_to_the_test_sessions(v4, kind):
+    from compactcortex.engine.compile import compile
+    from compactcortex.fit.transfer import use_engine
+    from compactcortex.models.transfer import TransferTeacher, trunk_of
+
+    model = cc.load_keras(v4 / "shared_compact_models" / kind / "shared_compact_model_100filters.keras",
+                          dtype=torch.float64)
+    assert model.num_outputs == 219 and model.nums_filters == (100,) * 5
+    assert model.provenance["fitted_to_sessions"] == ["190923", "201025", "210225", "211022"]
+    g = torch.Generator().manual_seed(1)
+    x1, x2 = (torch.randn(2, 3, 112, 112, dtype=torch.float64, generator=g) * 60 for _ in range(2))
+    with torch.no_grad():
+        f = model.features
+        affine_gap = float((f(x1) + f(x2) - f(x1 + x2) - f(torch.zeros_like(x1))).abs().max() / f(x1).abs().max())
+    linear = kind.startswith("linear")
+    assert model.relu == (not linear)
+    # Without ReLUs the trunk is affine in the image; with them it is not.
+    assert (affine_gap < 1e-9) if linear else (affine_gap > 1e-3)
+    trunk = trunk_of(model)
+    teacher = use_engine(TransferTeacher(trunk, 3, 1))
+    assert (teacher.feature_engine is None) == linear
+    if linear:
+        with pytest.raises(ValueError, match="ReLU"):
+            compile(trunk)
+
+
+def test_a_trunk_with_some_relus_missing_is_refused(v4, tmp_path):
+    src = shared_model_path(v4, 5)
+
+    def drop_one(c):
+        del c["config"]["layers"][6]  # layer1's ReLU only
+    with pytest.raises(ValueError, match="expected a Activation layer, found SeparableConv2D"):
+        cc.load_keras(_rewrite(src, tmp_path / "some.keras", drop_one))

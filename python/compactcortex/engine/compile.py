@@ -33,6 +33,9 @@ def compile(model: CompactModel, drop_dead_channels: bool = True) -> Plan:  # no
     """
     if not isinstance(model, CompactModel):
         raise TypeError(f"compile() expects a CompactModel, got {type(model).__name__}")
+    if not model.relu:
+        raise ValueError("compile() needs a model with ReLUs (the engine's kernels apply them); this one is linear "
+                         "(e.g. the authors' linear_from_ensemble_model): run it with PyTorch")
     trunk_only = not hasattr(model, "readout")  # a trunk (layers 0-4): a zero readout
     if not trunk_only and model.num_outputs != 1:
         raise ValueError(f"compile() takes a per-neuron model; this one has {model.num_outputs} outputs "

@@ -98,7 +98,8 @@ def save_teacher(teacher: Ensemble | TransferTeacher, path: str | Path) -> None:
         meta = {"format": TRANSFER_TEACHER_FORMAT, "n_members": str(teacher.num_members), "n_neurons": str(teacher.num_neurons),
                 "readout": teacher.readout_kind, "pool": str(teacher.pool), "nums_filters": json.dumps(list(t.nums_filters)),
                 "bn_eps": json.dumps(list(t.bn_eps)), "trunk_dtype": str(next(t.parameters()).dtype).removeprefix("torch."),
-                "provenance": json.dumps(t.provenance)}
+                "provenance": json.dumps(t.provenance),
+                "trunk_activation": "relu" if t.relu else "linear"}
     else:
         meta = {"format": ENSEMBLE_FORMAT, "n_members": str(len(teacher.members)), "n_neurons": str(teacher.num_neurons)}
     with atomic_path(path) as tmp:
@@ -118,7 +119,7 @@ def load_teacher(path: str | Path) -> Ensemble | TransferTeacher:
         else:
             def build() -> TransferTeacher:
                 trunk = empty_trunk(json.loads(meta["nums_filters"]), json.loads(meta["bn_eps"]),
-                                    getattr(torch, meta["trunk_dtype"]))
+                                    getattr(torch, meta["trunk_dtype"]), relu=meta.get("trunk_activation", "relu") == "relu")
                 return TransferTeacher(trunk, n, members, meta["readout"], int(meta["pool"]))
 
             teacher = build_within_file(build, path)

@@ -53,7 +53,9 @@ def resolve_backbone(backbone: str | Path | CompactModel, data_root: str | Path 
 def use_engine(teacher: TransferTeacher, threads: int | None = None) -> TransferTeacher:
     """Compute ``teacher``'s trunk maps with the C++ engine from now on (same numbers as the
     PyTorch trunk to float32 rounding, several times faster); returns the teacher. Without the
-    compiled module the teacher keeps its PyTorch path."""
+    compiled module, or for a linear trunk (no ReLUs), the teacher keeps its PyTorch path."""
+    if not teacher.trunk.relu:
+        return teacher
     try:
         from ..engine.compile import compile
         from ..engine.features import TrunkFeatures

@@ -82,6 +82,9 @@ class CompactModel(nn.Module):
         self.bn_eps = eps
         self.mean = tuple(float(m) for m in mean)
         self.provenance: dict = {}
+        #: False for the authors' linear shared models (no ReLUs; PyTorch path only: the C++
+        #: kernels always apply ReLU).
+        self.relu = True
         self.backend = backend
         self.engine_threads: int | None = None
         self._masks: list[torch.Tensor | None] = [None] * 5
@@ -113,6 +116,7 @@ class CompactModel(nn.Module):
         one.load_state_dict({name: v.clone() for name, v in state.items()})
         one._masks = [None if m is None else m.clone() for m in self._masks]
         one.engine_threads = self.engine_threads
+        one.relu = self.relu
         one.provenance = {**self.provenance, "output": k}
         return one.train(self.training)
 
@@ -158,12 +162,13 @@ class CompactModel(nn.Module):
 
     def features(self, x: torch.Tensor, upto: int = 4) -> torch.Tensor:
         """Activations after layer ``upto`` (0-4), shape (N, n_upto, H, W) (PyTorch path)."""
-        x = self._masked(F.relu(self.layer0_bn(self.layer0_conv(x))), 0)
+        act = F.relu if self.relu else (lambda t: t)
+        x = self._masked(act(self.layer0_bn(self.layer0_conv(x))), 0)
         for i in range(1, upto + 1):
             # TF 'same' padding: stride 2 on an even size pads 1 before and 2 after.
             x = F.pad(x, (1, 2, 1, 2) if i <= 2 else (2, 2, 2, 2))
             x = getattr(self, f"layer{i}_conv_depth")(x)
-            x = F.relu(getattr(self, f"layer{i}_bn")(getattr(self, f"layer{i}_conv_point")(x)))
+            x = act(getattr(self, f"layer{i}_bn")(getattr(self, f"layer{i}_conv_point")(x)))
             x = self._masked(x, i)
         return x
 
@@ -197,6 +202,7 @@ class CompactModel(nn.Module):
             "mean": json.dumps(list(self.mean)),
             "provenance": json.dumps(self.provenance),
             "outputs": str(self.num_outputs),
+            "activation": "relu" if self.relu else "linear",
         }
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         with atomic_path(path) as tmp:
@@ -219,6 +225,9 @@ class CompactModel(nn.Module):
         except (KeyError, ValueError, TypeError) as e:
             raise ValueError(f"{path}: corrupt metadata ({e})") from None
         model.provenance = prov
+        if meta.get("activation", "relu") not in ("relu", "linear"):
+            raise ValueError(f"{path}: activation must be 'relu' or 'linear', got {meta['activation']!r}")
+        model.relu = meta.get("activation", "relu") == "relu"
         with safe_open(str(path), framework="pt") as f:
             state = {k: f.get_tensor(k) for k in f.keys()}
         load_state_checked(model, state, str(path))

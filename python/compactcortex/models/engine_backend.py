@@ -37,10 +37,10 @@ def _batchnorms(model: "CompactModel") -> list[torch.nn.BatchNorm2d]:
 
 
 def engine_usable(model: "CompactModel", x: torch.Tensor) -> bool:
-    """Whether the engine kernels can run this model on ``x``: CPU float32 throughout, batchnorm
+    """Whether the engine kernels can run this model on ``x``: CPU float32 throughout, ReLUs, batchnorm
     with a float momentum, one training mode, and the compiled module present. Otherwise the
     model runs its plain PyTorch path (CUDA tensors, float64, ...)."""
-    if x.device.type != "cpu" or x.dtype != torch.float32:
+    if x.device.type != "cpu" or x.dtype != torch.float32 or not model.relu:
         return False
     w = model.layer0_conv.weight
     if w.device.type != "cpu" or w.dtype != torch.float32:

@@ -7,7 +7,8 @@ Two architectures are recognised, and anything else is refused with the reason:
   Flatten and ``Dense(1)`` -> :class:`CompactModel`;
 * a shared compact model (``shared_compact_model_<N>filters.keras``): layers 0-4, then a 1x1
   ``Conv2D`` to K channels (``mixing_stage``) and a 28x28 ``valid`` ``DepthwiseConv2D``
-  (``spatial_pool_stage``) -> :class:`SharedCompactModel`.
+  (``spatial_pool_stage``) -> :class:`SharedCompactModel`; of all seven kinds, including the
+  linear one (no ReLUs: ``model.relu`` is False, and it runs on PyTorch only).
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ from ..constants import MAP_SIZE
 from ..files import ZIP_ERRORS, read_zip_member
 from .compact import KERAS_BN_EPS, CompactModel
 
-__all__ = ["load_keras", "SharedCompactModel", "shared_model_path", "shared_model_filters", "SHARED_MODEL_DIRS"]
+__all__ = ["load_keras", "SharedCompactModel", "shared_model_path", "shared_model_filters", "SHARED_MODEL_DIRS",
+           "SHARED_MODEL_SESSIONS"]
 
 # Layers 0-4 as Keras lays them out: (class, name, kernel, strides); each is followed by a
 # BatchNormalization and a ReLU Activation.
@@ -154,8 +156,10 @@ def load_keras(path: str | Path, dtype: torch.dtype = torch.float32) -> CompactM
     """
     path = Path(path)
     layers, weights = _read(path)
-    if len(layers) < 17:
-        raise ValueError(f"{path}: {len(layers)} layers; a compact model has at least 17")
+    # With ReLUs: input + 5 x (conv, batchnorm, ReLU) + head; the linear shared model has no ReLUs.
+    relu = len(layers) > 1 + 5 * 2 + 3 and layers[3]["class_name"] == "Activation"
+    if len(layers) < (17 if relu else 14):
+        raise ValueError(f"{path}: {len(layers)} layers; a compact model has at least 17 (14 without ReLUs)")
     _expect(path, layers[0], "InputLayer")
     shape = layers[0]["config"].get("batch_shape")
     if shape is not None and list(shape[1:]) != [112, 112, 3]:
@@ -183,9 +187,10 @@ def load_keras(path: str | Path, dtype: torch.dtype = torch.float32) -> CompactM
         for key, v in zip(("weight", "bias", "running_mean", "running_var"), (g, beta, mean, var)):
             state[f"layer{li}_bn.{key}"] = v
         state[f"layer{li}_bn.num_batches_tracked"] = torch.tensor(0)
-        _expect(path, layers[i + 2], "Activation", activation="relu")
+        if relu:
+            _expect(path, layers[i + 2], "Activation", activation="relu")
         nums.append(f)
-        cin, i = f, i + 3
+        cin, i = f, i + (3 if relu else 2)
     head = layers[i:]
     if [h["class_name"] for h in head] == ["Flatten", "Dense"]:
         _expect(path, head[1], "Dense", units=1, activation="linear", use_bias=True)
@@ -207,12 +212,20 @@ def load_keras(path: str | Path, dtype: torch.dtype = torch.float32) -> CompactM
                          "[Flatten, Dense] (compact model) or [Conv2D, DepthwiseConv2D, Flatten] (shared model)")
     model.load_state_dict({n: v.contiguous() for n, v in state.items()})
     model.to(dtype).eval()
+    model.relu = relu
     model.provenance = {"source": "Cowley et al. Keras model", "file": path.name}
+    if isinstance(model, SharedCompactModel):
+        # Every kind of the authors' shared models was fitted to these sessions' neurons (their
+        # readme): on them a trunk of theirs is a reference, not a held-out result.
+        model.provenance["fitted_to_sessions"] = list(SHARED_MODEL_SESSIONS)
     m = re.search(r"compact_model_(\d+)_neuron(\d+)\.keras$", path.name)
     if m:
         model.provenance.update(session=m.group(1), neuron=int(m.group(2)))
     return model
 
+
+#: The test sessions whose 219 neurons every shared compact model was fitted to.
+SHARED_MODEL_SESSIONS = ("190923", "201025", "210225", "211022")
 
 # Where the shared compact models sit: the layout of ../shared/data/v4, then that of the authors' repository.
 SHARED_MODEL_DIRS = ("shared_compact_models/from_ensemble_model", "data_shared_compact_models/from_ensemble_model")

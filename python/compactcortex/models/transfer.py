@@ -29,11 +29,12 @@ __all__ = ["TransferTeacher", "trunk_of", "empty_trunk", "factorised_readout", "
 READOUTS = ("factorised", "ridge")
 
 
-def empty_trunk(nums_filters, bn_eps, dtype: torch.dtype = torch.float32, mean=None) -> CompactModel:
+def empty_trunk(nums_filters, bn_eps, dtype: torch.dtype = torch.float32, mean=None, relu: bool = True) -> CompactModel:
     """A CompactModel's layers 0-4 without readout (used only through ``features``), frozen;
     its weights are to be loaded."""
     trunk = CompactModel(nums_filters, bn_eps) if mean is None else CompactModel(nums_filters, bn_eps, mean)
     del trunk.readout
+    trunk.relu = relu
     trunk.to(dtype)
     for p in trunk.parameters():
         p.requires_grad_(False)
@@ -42,7 +43,7 @@ def empty_trunk(nums_filters, bn_eps, dtype: torch.dtype = torch.float32, mean=N
 
 def trunk_of(model: CompactModel) -> CompactModel:
     """Layers 0-4 of ``model`` (a CompactModel or SharedCompactModel) as a frozen trunk."""
-    trunk = empty_trunk(model.nums_filters, model.bn_eps, next(model.parameters()).dtype, model.mean)
+    trunk = empty_trunk(model.nums_filters, model.bn_eps, next(model.parameters()).dtype, model.mean, model.relu)
     trunk.load_state_dict({n: v for n, v in model.state_dict().items() if n.startswith("layer")})
     trunk.provenance = dict(model.provenance)
     return trunk
