@@ -362,6 +362,18 @@ def max_rel_error(output: Any, reference: Any, axis: int | None = None) -> float
     return float((np.abs(out - ref) / np.where(scale > 0, scale, 1.0)).max())
 
 
+def test_half_score(session: "Session", pred_test: np.ndarray) -> dict[str, float]:
+    """Median r (and R2_ER where raw repeats exist) over neurons of (test-half images, neurons)
+    predictions of ``session``."""
+    from compactcortex.metrics import noise_corrected_r2
+
+    idx = session.test_indices
+    out = {"r_median": float(np.nanmedian(pearson_r(session.responses[:, idx], pred_test.T)))}
+    if session.raw is not None:
+        out["r2er_median"] = float(np.nanmedian(noise_corrected_r2(session.raw[:, idx], pred_test.T)))
+    return out
+
+
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
     """Pearson r of two 1-D series (``compactcortex.metrics.pearson_r``); NaN if constant or not finite."""
     a, b = np.asarray(a, np.float64).reshape(1, -1), np.asarray(b, np.float64).reshape(1, -1)

@@ -24,16 +24,6 @@ import common
 from compactcortex.data import load_session
 from compactcortex.fit import TrainConfig, fit_teacher, fit_transfer_teacher
 from compactcortex.fit.transfer import resolve_backbone, trunk_features
-from compactcortex.metrics import noise_corrected_r2, pearson_r
-
-
-def score(session, pred_test: np.ndarray) -> dict:
-    """Median r (and R2_ER where raw repeats exist) of (test images, neurons) predictions."""
-    idx = session.test_indices
-    out = {"r_median": float(np.nanmedian(pearson_r(session.responses[:, idx], pred_test.T)))}
-    if session.raw is not None:
-        out["r2er_median"] = float(np.nanmedian(noise_corrected_r2(session.raw[:, idx], pred_test.T)))
-    return out
 
 
 def main() -> int:
@@ -62,7 +52,8 @@ def main() -> int:
         t0 = time.perf_counter()
         scratch = fit_teacher(s, args.members, config=TrainConfig(epochs=args.scratch_epochs), progress=False)
         fit_s = time.perf_counter() - t0
-        record({"session": name, "teacher": "scratch", "fit_s": round(fit_s, 1), **score(s, scratch.predict(test))})
+        record({"session": name, "teacher": "scratch", "fit_s": round(fit_s, 1),
+                **common.test_half_score(s, scratch.predict(test))})
         for filters in args.backbones:
             trunk = resolve_backbone(f"shared_compact_{filters}", args.data)
             t0 = time.perf_counter()
@@ -73,7 +64,7 @@ def main() -> int:
                 teacher = fit_transfer_teacher(s, trunk, args.members, readout=readout, features=feats, progress=False)
                 fit_s = time.perf_counter() - t0 + feat_s
                 record({"session": name, "teacher": f"transfer shared_compact_{filters} {readout}",
-                        "fit_s": round(fit_s, 1), **score(s, teacher.predict(test))})
+                        "fit_s": round(fit_s, 1), **common.test_half_score(s, teacher.predict(test))})
     return 0
 
 

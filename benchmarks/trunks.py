@@ -26,21 +26,11 @@ from compactcortex.data import load_session
 from compactcortex.engine.population import PopulationPredictor
 from compactcortex.fit import TrainConfig, fit_teacher, fit_transfer_teacher
 from compactcortex.fit.transfer import resolve_backbone
-from compactcortex.metrics import noise_corrected_r2, pearson_r
 from compactcortex.models.published import load_published_session
 from compactcortex.models.trunk import load_trunks
 
 KINDS = ("from_ensemble_model", "from_V4data_direct_fit", "from_resnet50", "from_resnet50_robust", "from_vgg19",
          "from_cornets", "linear_from_ensemble_model")
-
-
-def score(session, pred_test: np.ndarray) -> dict:
-    """Median r (and R2_ER where raw repeats exist) of (test images, neurons) predictions."""
-    idx = session.test_indices
-    out = {"r_median": float(np.nanmedian(pearson_r(session.responses[:, idx], pred_test.T)))}
-    if session.raw is not None:
-        out["r2er_median"] = float(np.nanmedian(noise_corrected_r2(session.raw[:, idx], pred_test.T)))
-    return out
 
 
 def backbones(args) -> list[tuple[str, object, bool]]:
@@ -87,20 +77,22 @@ def main() -> int:
         except ValueError:
             continue
         pred = PopulationPredictor(models, threads=args.threads).predict(s.images[s.test_indices])
-        record({"session": name, "backbone": "published compact models", "fitted_to_test": True, **score(s, pred)})
+        record({"session": name, "backbone": "published compact models", "fitted_to_test": True,
+                **common.test_half_score(s, pred)})
     if not args.no_scratch:
         for name, s in sessions.items():
             t0 = time.perf_counter()
             teacher = fit_teacher(s, args.members, config=TrainConfig(epochs=args.scratch_epochs), progress=False)
+            pred = teacher.predict(s.images[s.test_indices])
             record({"session": name, "backbone": "none (from scratch)", "fitted_to_test": False,
-                    "fit_s": round(time.perf_counter() - t0, 1), **score(s, teacher.predict(s.images[s.test_indices]))})
+                    "fit_s": round(time.perf_counter() - t0, 1), **common.test_half_score(s, pred)})
     for label, trunk, fitted in backbones(args):
         for name, s in sessions.items():
             t0 = time.perf_counter()
             teacher = fit_transfer_teacher(s, trunk, args.members, progress=False, threads=args.threads)
             pred = teacher.predict(s.images[s.test_indices])
             record({"session": name, "backbone": label, "fitted_to_test": fitted,
-                    "fit_s": round(time.perf_counter() - t0, 1), **score(s, pred)})
+                    "fit_s": round(time.perf_counter() - t0, 1), **common.test_half_score(s, pred)})
     print(f"\n{'backbone':<48} {'fitted to test':>14} " + " ".join(f"{n:>14}" for n in sessions))
     for label in dict.fromkeys(r["backbone"] for r in result["rows"]):
         rows = {r["session"]: r for r in result["rows"] if r["backbone"] == label}
