@@ -192,3 +192,11 @@ def test_cli_trunk(tmp_path, capsys):
     assert main(["trunk", "--data", str(tmp_path / "data"), "--sessions", "100009", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no session 100009" in err[0]
+    # responses without images; responses whose neuron count disagrees with the raw repeats
+    (tmp_path / "data" / "images" / "images_100002.zip").unlink()
+    assert main(["trunk", "--data", str(tmp_path / "data"), "--sessions", "100001", "100002", "--out", str(out)]) == 2
+    assert "session 100002 has responses but no images" in capsys.readouterr().err
+    (tmp_path / "data" / "responses_raw").mkdir(exist_ok=True)
+    np.save(tmp_path / "data" / "responses_raw" / "responses_100001.npy", np.zeros((7, 30, 2)))
+    assert main(["trunk", "--data", str(tmp_path / "data"), "--sessions", "100001", "--out", str(out)]) == 2
+    assert "does not match the repeat-averaged (3, 30)" in capsys.readouterr().err
