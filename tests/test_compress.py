@@ -179,21 +179,29 @@ def test_compress_errors_name_the_problem(v4, tmp_path, capsys):
     assert len(err) == 1 and "no neuron(s) [99]" in err[0]
 
 
-@pytest.mark.parametrize("backbone", ["none", "shared_compact_5"])
+@pytest.mark.parametrize("backbone", ["none", "shared_compact_5", "trunk file"])
 def test_compress_from_recordings_with_a_fitted_teacher(v4, tmp_path, backbone):
     from compactcortex.compress.pipeline import Recipe, compress_session
     from compactcortex.fit import load_teacher
     from compactcortex.models.teacher import Ensemble
     from compactcortex.models.transfer import TransferTeacher
+    from compactcortex.models.trunk import Trunk, save_trunks
 
-    summary = compress_session(v4, "210325", tmp_path, "fit", [1], Recipe(**TINY), threads=2, backbone=backbone,
-                               progress=False)
+    if backbone == "trunk file":  # a (random) trunk of compactcortex trunk
+        torch.manual_seed(0)
+        backbone = str(tmp_path / "in" / "ours.safetensors")
+        save_trunks([Trunk((6, 5, 4, 3, 7), {"100001": (4, None, None)}).eval()], backbone)
+    summary = compress_session(v4, "210325", tmp_path / "out", "fit", [1], Recipe(**TINY), threads=2,
+                               backbone=backbone, progress=False)
     (row,) = summary["neurons"]
     assert row["published_params"] is None and row["teacher_params"] > row["compact_params"]
     assert None not in (row["r2er_test"], row["r2er_teacher_test"], row["r_teacher_model_test"])  # raw repeats
-    teacher = load_teacher(tmp_path / "teacher.safetensors")
+    teacher = load_teacher(tmp_path / "out" / "teacher.safetensors")
     if backbone == "none":
         assert isinstance(teacher, Ensemble) and summary["teacher_backbone"] is None
+    elif backbone.endswith("ours.safetensors"):
+        assert isinstance(teacher, TransferTeacher) and teacher.trunk.nums_filters == (6, 5, 4, 3, 7)
+        assert summary["teacher_backbone"] == "ours.safetensors" and teacher.feature_engine is not None
     else:
         assert isinstance(teacher, TransferTeacher) and teacher.trunk.nums_filters == (5, 5, 5, 100, 100)
         assert summary["teacher_backbone"] == "shared_compact_model_5filters.keras"

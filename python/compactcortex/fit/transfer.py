@@ -29,13 +29,12 @@ def resolve_backbone(backbone: str | Path | CompactModel, data_root: str | Path 
     """A trunk from a loaded model, a ``.keras`` path, a trunk file of :func:`~compactcortex.fit.trunk.fit_trunk`
     (its member ``member``), or a name ``"shared_compact_<N>"`` (the shared compact model with N
     filters in layers 0-2, looked up under ``data_root``)."""
-    from ..files import TRUNK_FORMAT, safetensors_format
     from ..models.keras_files import load_keras, shared_model_filters, shared_model_path
     from ..models.trunk import load_trunks
 
     if isinstance(backbone, CompactModel):
         return trunk_of(backbone)
-    if Path(backbone).is_file() and safetensors_format(backbone) == TRUNK_FORMAT:
+    if Path(backbone).is_file() and Path(backbone).suffix != ".keras":  # a trunk file (else a clear error)
         trunks, _ = load_trunks(backbone)
         if not 0 <= member < len(trunks):
             raise ValueError(f"{backbone}: has {len(trunks)} member(s); member {member} asked for")
