@@ -408,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--threads", type=_int_arg(1, _THREADS), default=None, help="CPU threads (default: all available)")
     tr.add_argument("--filters", type=_int_arg(1, 1024), nargs=5, default=None,
                     help="the core's filters n0..n4 (default 64 96 128 128 128)")
-    tr.add_argument("--epochs", type=_int_arg(1, 10_000), default=None, help="passes over the data (default 30)")
+    tr.add_argument("--epochs", type=_int_arg(1, 10_000), default=None, help="passes over the data (default 12)")
     tr.add_argument("--max-minutes", type=_float_arg(0, 1e6, above=True), default=None,
                     help="stop each member after this much training time, keeping its best epoch")
     tr.add_argument("--seed", type=_int_arg(0, 2**31 - 1), default=None, help="random seed (default 0)")

@@ -44,18 +44,20 @@ class TrunkConfig:
     nums_filters: the core's filters (n0..n4); epochs: passes over every session's training
     images; patience: epochs without a better held-out median r before stopping; lr: Adam's
     initial learning rate, decayed to 5% of it by a cosine over ``epochs``; batch: images per step
-    (all of one session); readout_l1: weight of the readouts' sparsity penalty;
+    (all of one session); readout_l1: weight of the readouts' sparsity penalty; readout_pool:
+    the readouts' masks cover the map average-pooled by this factor (2: 14x14 cells);
     val_fraction: share of each session's images held out; seed: makes a run deterministic
     (member k uses ``seed * 1000 + k``); max_minutes: stop after this much training time
     (keeping the best epoch so far), None for no limit.
     """
 
     nums_filters: tuple[int, ...] = DEFAULT_TRUNK_FILTERS
-    epochs: int = 30
-    patience: int = 5
-    lr: float = 2e-3
+    epochs: int = 12
+    patience: int = 3
+    lr: float = 1e-3
     batch: int = 32
-    readout_l1: float = 0.02
+    readout_l1: float = 0.1
+    readout_pool: int = 2
     val_fraction: float = 0.1
     seed: int = 0
     max_minutes: float | None = None
@@ -68,6 +70,8 @@ class TrunkConfig:
             raise ValueError(f"need 1 <= epochs <= 10000, patience >= 1, 1 <= batch <= 4096, seed >= 0; got {self}")
         if not (math.isfinite(self.lr) and 0 < self.lr <= 1 and math.isfinite(self.readout_l1) and self.readout_l1 >= 0):
             raise ValueError(f"lr must be in (0, 1] and readout_l1 a number >= 0, got {self}")
+        if self.readout_pool not in (1, 2, 4, 7, 14, 28):
+            raise ValueError(f"readout_pool must divide 28, got {self.readout_pool}")
         if not 0 < self.val_fraction < 0.5:
             raise ValueError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
         if self.max_minutes is not None and not (self.max_minutes > 0):
@@ -132,7 +136,7 @@ def _fit_member(sessions: Sequence[Session], cfg: TrunkConfig, seed: int, thread
         y = s.responses[:, train_idx[s.name]]
         spec[s.name] = (s.num_neurons, y.mean(1), np.maximum(y.std(1), 1e-6))
     torch.manual_seed(seed)
-    trunk = Trunk(cfg.nums_filters, spec)
+    trunk = Trunk(cfg.nums_filters, spec, readout_pool=cfg.readout_pool)
     trunk.core.engine_threads = threads
     opt = torch.optim.Adam(trunk.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * e / cfg.epochs)))

@@ -33,18 +33,23 @@ CELLS = MAP_SIZE * MAP_SIZE
 class FactorisedReadout(nn.Module):
     """Readouts of one session's K neurons from a (C, 28, 28) map.
 
-    Parameters: ``mask`` (K, 784) over positions in (H, W) order, ``features`` (K, C), ``bias`` (K,).
+    Parameters: ``mask`` (K, P) over the map average-pooled by ``pool`` (P = (28 / pool)^2 cells
+    in (H, W) order: fewer parameters per neuron than positions), ``features`` (K, C), ``bias`` (K,).
     Buffers: ``response_mean``, ``response_std`` (K,): the readout predicts standardised
     responses; these give them back in spike counts per 100 ms bin.
     """
 
-    def __init__(self, n_neurons: int, channels: int, response_mean=None, response_std=None) -> None:
+    def __init__(self, n_neurons: int, channels: int, response_mean=None, response_std=None, pool: int = 2) -> None:
         super().__init__()
         if n_neurons < 1 or channels < 1:
             raise ValueError(f"need n_neurons >= 1 and channels >= 1, got {n_neurons}, {channels}")
+        if pool < 1 or MAP_SIZE % pool:
+            raise ValueError(f"pool must divide {MAP_SIZE}, got {pool}")
+        self.pool = int(pool)
+        cells = (MAP_SIZE // self.pool) ** 2
         # Positive masks spread over the map, small random features: every position starts
         # contributing and the L1 penalty shrinks the masks to each neuron's receptive field.
-        self.mask = nn.Parameter(torch.full((n_neurons, CELLS), 1.0 / CELLS))
+        self.mask = nn.Parameter(torch.full((n_neurons, cells), 1.0 / cells))
         self.features = nn.Parameter(torch.randn(n_neurons, channels) / channels ** 0.5)
         self.bias = nn.Parameter(torch.zeros(n_neurons))
         mean = torch.zeros(n_neurons) if response_mean is None else torch.as_tensor(response_mean, dtype=torch.float32)
@@ -56,13 +61,21 @@ class FactorisedReadout(nn.Module):
     def num_neurons(self) -> int:
         return self.bias.shape[0]
 
+    def full_mask(self) -> torch.Tensor:
+        """The mask on the 28x28 positions (K, 784): each cell's weight spread over its pool x pool
+        positions (the average pooling folded in)."""
+        k, side = self.mask.shape[0], MAP_SIZE // self.pool
+        m = self.mask.view(k, side, 1, side, 1).expand(k, side, self.pool, side, self.pool)
+        return m.reshape(k, CELLS) / self.pool ** 2
+
     def dense(self) -> torch.Tensor:
         """The equivalent dense readout (K, 28*28*C), flattened in (H, W, C) order."""
-        return (self.mask[:, :, None] * self.features[:, None, :]).flatten(1)
+        return (self.full_mask()[:, :, None] * self.features[:, None, :]).flatten(1)
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         """Maps (N, C, 28, 28) -> standardised predictions (N, K)."""
-        spatial = torch.einsum("ncp,kp->nkc", maps.flatten(2), self.mask)
+        pooled = torch.nn.functional.avg_pool2d(maps, self.pool) if self.pool > 1 else maps
+        spatial = torch.einsum("ncp,kp->nkc", pooled.flatten(2), self.mask)
         return (spatial * self.features).sum(-1) + self.bias
 
     def penalty(self) -> torch.Tensor:
@@ -78,6 +91,7 @@ class Trunk(nn.Module):
         nums_filters: the core's filter counts (n0..n4).
         sessions: {session name: (neurons, response_mean (K,), response_std (K,))}.
         bn_eps: batchnorm epsilon of every layer (Keras's 1e-3 by default).
+        readout_pool: the readouts' masks cover the map average-pooled by this factor.
 
     ``forward(x, session)``: recentred images (N, 3, 112, 112) -> standardised predictions
     (N, K) of that session's neurons; ``predict_session`` gives spike counts. With
@@ -85,13 +99,14 @@ class Trunk(nn.Module):
     """
 
     def __init__(self, nums_filters: Sequence[int], sessions: dict, bn_eps: float | Sequence[float] = KERAS_BN_EPS,
-                 mean: Sequence[float] = DATASET_MEAN) -> None:
+                 mean: Sequence[float] = DATASET_MEAN, readout_pool: int = 2) -> None:
         super().__init__()
         if not sessions:
             raise ValueError("a trunk needs at least one session")
         self.core = core_of(CompactModel(nums_filters, bn_eps, mean, backend="engine"))
         c = self.core.nums_filters[4]
-        self.readouts = nn.ModuleDict({checked_name(name, "session name"): FactorisedReadout(k, c, m, s)
+        self.readout_pool = int(readout_pool)
+        self.readouts = nn.ModuleDict({checked_name(name, "session name"): FactorisedReadout(k, c, m, s, readout_pool)
                                        for name, (k, m, s) in sessions.items()})
         self.provenance: dict = {}
 
@@ -152,11 +167,13 @@ def save_trunks(trunks: Sequence[Trunk], path: str | Path, info: dict | None = N
     first = trunks[0]
     sessions = {s: first.readout(s).num_neurons for s in first.sessions}
     for t in trunks:
-        if t.nums_filters != first.nums_filters or {s: t.readout(s).num_neurons for s in t.sessions} != sessions:
+        if (t.nums_filters != first.nums_filters or t.readout_pool != first.readout_pool
+                or {s: t.readout(s).num_neurons for s in t.sessions} != sessions):
             raise ValueError("the members of a trunk ensemble must have the same filters and sessions")
     meta = {"format": TRUNK_FORMAT, "members": str(len(trunks)), "nums_filters": json.dumps(list(first.nums_filters)),
             "bn_eps": json.dumps(list(first.core.bn_eps)), "mean": json.dumps(list(first.core.mean)),
             "sessions": json.dumps(sessions), "provenance": json.dumps(first.provenance),
+            "readout_pool": str(first.readout_pool),
             "info": json.dumps(info or {})}
     tensors = {f"member{k}.{name}": v.detach().cpu().contiguous()
                for k, t in enumerate(trunks) for name, v in t.state_dict().items()}
@@ -181,8 +198,9 @@ def load_trunks(path: str | Path) -> tuple[list[Trunk], dict]:
         info, prov = json.loads(meta.get("info", "{}")), json.loads(meta.get("provenance", "{}"))
         if not 1 <= members <= 1000:
             raise ValueError(f"members must be 1-1000, got {members}")
+        pool = int(meta.get("readout_pool", "1"))
         spec = {s: (k, None, None) for s, k in sessions.items()}
-        trunks = [build_within_file(lambda: Trunk(n, spec, eps, mean), path) for _ in range(members)]
+        trunks = [build_within_file(lambda: Trunk(n, spec, eps, mean, pool), path) for _ in range(members)]
     except (KeyError, ValueError, TypeError, AttributeError) as e:
         raise ValueError(f"{path}: corrupt trunk metadata ({e})") from None
     with safe_open(str(path), framework="pt") as f:
