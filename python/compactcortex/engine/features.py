@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .frontend import MAX_THREADS, default_threads, leading_dim
+from .frontend import MAX_THREADS, default_threads, host_out, leading_dim
 from .plan import Plan
 
 __all__ = ["TrunkFeatures"]
@@ -52,10 +52,6 @@ class TrunkFeatures:
             self._engine = _engine.Engine(*self.plan.weights_tuple(), self.plan.mean, self.threads, self.isa, True)
         if hasattr(images, "__dlpack__") and hasattr(images, "detach"):
             images = images.detach()
-        shape = (leading_dim(images), 28, 28, self.channels)
-        if out is None:
-            out = np.empty(shape, np.float32)
-        elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
-            raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
+        out = host_out(out, (leading_dim(images), 28, 28, self.channels), images)
         self._engine.features(images, out)
         return out
