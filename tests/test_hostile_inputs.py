@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 import compactcortex as cc
@@ -44,10 +45,14 @@ def test_safetensors_metadata_claiming_huge_model(tmp_path):
     path = tmp_path / "m.safetensors"
     model.save(path)
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
-    meta = {"format": COMPACT_MODEL_FORMAT, "nums_filters": json.dumps([4, 3, 3, 3, 400_000]),
+    meta = {"format": COMPACT_MODEL_FORMAT, "nums_filters": json.dumps([4, 3, 3, 3, 4000]),
             "bn_eps": json.dumps([1e-3] * 5), "mean": json.dumps([0, 0, 0]), "provenance": "{}"}
     save_file(tensors, str(path), metadata=meta)
     with pytest.raises(ValueError, match="m.safetensors: declares a model of"):
+        CompactModel.load(path)
+    save_file(tensors, str(path), metadata={**meta, "nums_filters": json.dumps([4, 3, 3, 3, 400_000])})
+    with pytest.raises(ValueError, match=r"m.safetensors: metadata nums_filters=\[4, 3, 3, 3, 400000\]; expected 5 "
+                                         r"integers in \[1, 4096\]"):
         CompactModel.load(path)
 
 
@@ -281,7 +286,7 @@ def test_metadata_of_the_wrong_type_names_the_file(tmp_path):
         save_np(tensors, str(path), metadata={**meta, "nums_filters": "5"})  # a number, not a list
     with pytest.raises(ValueError, match=r"m.plan: "):
         cc.Plan.load(plan_path)
-    with pytest.raises(ValueError, match=r"m.safetensors: corrupt metadata"):
+    with pytest.raises(ValueError, match=r"m.safetensors: metadata nums_filters=5; expected 5 integers"):
         CompactModel.load(model_path)
 
 
@@ -344,8 +349,8 @@ def test_keras_member_declaring_too_many_bytes(v4, monkeypatch):
     from compactcortex.models import keras_files
 
     path = keras_files.shared_model_path(v4, 10)
-    monkeypatch.setattr(keras_files, "_MAX_MEMBER_BYTES", 1000)
-    with pytest.raises(ValueError, match=r"\.keras: (config.json|model.weights.h5) declares [\d,]+ bytes"):
+    monkeypatch.setattr(keras_files, "_MAX_CONFIG_BYTES", 1000)
+    with pytest.raises(ValueError, match=r"\.keras: config.json declares [\d,]+ bytes"):
         keras_files.load_keras(path)
 
 
@@ -359,3 +364,58 @@ def test_float_images_beyond_pixel_range_are_refused():
             p.predict(x)
         x[2, 7, 9, 1] = 1e6  # the bound itself is accepted
         assert np.isfinite(p.predict(x)).all()
+
+
+# ---- teacher files made by others (issue 26) ----------------------------------------------------
+
+
+def _small_teacher_file(tmp_path) -> tuple:
+    from compactcortex.fit.teacher import save_teacher
+    from compactcortex.models.transfer import TransferTeacher, trunk_of
+
+    teacher = TransferTeacher(trunk_of(random_model((3, 2, 2, 2, 2), seed=2)), 3, 2,
+                              response_std=[1.0, 2.0, 0.5])
+    path = tmp_path / "t.safetensors"
+    save_teacher(teacher, path)
+    with safe_open(str(path), framework="pt") as f:
+        return path, f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+
+
+@pytest.mark.parametrize("entry, value, message", [
+    ("pool", "0", r"metadata pool='0'; expected an integer in \[1, 28\]"),
+    ("pool", "-2", r"metadata pool='-2'; expected an integer"),
+    ("pool", "3", r"metadata pool=3 does not divide the 28x28 map"),
+    ("pool", "2.0", r"metadata pool='2.0'; expected an integer"),
+    ("n_members", "True", r"metadata n_members='True'; expected an integer"),
+    ("trunk_dtype", "complex64", r"metadata trunk_dtype='complex64'; expected one of float32, float64"),
+    ("nums_filters", "[3, 2, 2, 2, 2.5]", r"metadata nums_filters=\[3, 2, 2, 2, 2.5\]; expected 5 integers"),
+    ("bn_eps", "[NaN, 0, 0, 0, 0]", r"metadata bn_eps=\[nan, 0, 0, 0, 0\]; expected 5 numbers"),
+    ("readout", "dense", r"metadata readout='dense'; expected one of factorised, ridge"),
+    ("provenance", "[1]", r"metadata provenance is not a JSON object"),
+])
+def test_teacher_metadata_is_checked_for_type_and_range(tmp_path, entry, value, message):
+    from compactcortex.fit.teacher import load_teacher
+
+    path, meta, tensors = _small_teacher_file(tmp_path)
+    save_file(tensors, str(path), metadata={**meta, entry: value})
+    with pytest.raises(ValueError, match=f"t.safetensors: {message}"):
+        load_teacher(path)
+
+
+@pytest.mark.parametrize("key, edit, message", [
+    ("response_std", lambda t: t.zero_(), "key 'response_std' holds a standard deviation <= 0"),
+    ("mask", lambda t: t.fill_(float("nan")), "key 'mask' holds NaN or infinity"),
+    ("trunk.layer1_bn.running_var", lambda t: t.fill_(-1.0), "key .trunk.layer1_bn.running_var. holds a negative variance"),
+    ("bias", lambda t: t.to(torch.complex64), r"key 'bias' holds torch.complex64; expected real floats"),
+])
+def test_teacher_weights_are_checked(tmp_path, key, edit, message):
+    from compactcortex.fit.teacher import load_teacher
+
+    path, meta, tensors = _small_teacher_file(tmp_path)
+    tensors[key] = edit(tensors[key].clone())
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(ValueError, match=f"t.safetensors: {message}"):
+        load_teacher(path)
+    # the file before the edit loads and predicts
+    path, meta, tensors = _small_teacher_file(tmp_path)
+    assert np.isfinite(load_teacher(path).predict(np.zeros((2, 112, 112, 3), np.uint8))).all()

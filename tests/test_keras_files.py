@@ -110,7 +110,7 @@ def test_other_architectures_and_broken_files_are_refused(v4, tmp_path):
 
     def filters(c):  # config and weights disagree
         c["config"]["layers"][1]["config"]["filters"] = 6
-    with pytest.raises(ValueError, match="layer 'layer0_conv' holds weights of shapes"):
+    with pytest.raises(ValueError, match=r"weight /layers/conv2d/vars/0 has shape \(5, 5, 3, 5\), expected \(5, 5, 3, 6\) from the config"):
         cc.load_keras(_rewrite(src, tmp_path / "filters.keras", filters))
 
 
@@ -152,3 +152,145 @@ def test_a_trunk_with_some_relus_missing_is_refused(v4, tmp_path):
         del c["config"]["layers"][6]  # layer1's ReLU only
     with pytest.raises(ValueError, match="expected a Activation layer, found SeparableConv2D"):
         cc.load_keras(_rewrite(src, tmp_path / "some.keras", drop_one))
+
+
+# ---- files made by others: the reader's boundary (issue 26) ---------------------------------------
+
+
+def _rebuild(src: Path, dst: Path, edit_config=None, edit_h5=None, config_bytes: bytes | None = None) -> Path:
+    """A copy of a .keras file with ``edit_config(config)`` applied to its config and
+    ``edit_h5(h5py.File)`` to its weights (opened read-write in memory)."""
+    import io
+
+    import h5py
+
+    with zipfile.ZipFile(src) as z:
+        files = {n: z.read(n) for n in z.namelist()}
+    if edit_config is not None:
+        config = json.loads(files["config.json"])
+        edit_config(config)
+        files["config.json"] = json.dumps(config).encode()
+    if config_bytes is not None:
+        files["config.json"] = config_bytes
+    if edit_h5 is not None:
+        buf = io.BytesIO(files["model.weights.h5"])
+        with h5py.File(buf, "r+") as h5:
+            edit_h5(h5)
+        files["model.weights.h5"] = buf.getvalue()
+    with zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as z:
+        for n, data in files.items():
+            z.writestr(n, data)
+    return dst
+
+
+def _replace(h5, name: str, **create) -> None:
+    del h5[name]
+    h5.create_dataset(name, **create)
+
+
+def test_declared_sizes_are_checked_before_any_read(v4, tmp_path):
+    import tracemalloc
+
+    src = shared_model_path(v4, 5)
+    # a chunked, compressed dataset of 2^28 floats (1 GiB) that was never written: a few KB on disk
+    big = _rebuild(src, tmp_path / "big.keras", edit_h5=lambda h5: _replace(
+        h5, "layers/conv2d/vars/0", shape=(1 << 28,), dtype="f4", chunks=(1 << 16,), compression="gzip"))
+    assert big.stat().st_size < 2_000_000
+    tracemalloc.start()
+    with pytest.raises(ValueError, match=r"big.keras: weight /layers/conv2d/vars/0 has shape \(268435456,\), expected"):
+        cc.load_keras(big)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 64 * 2**20
+    # a config declaring 4096 filters everywhere: more weights than the file could hold
+    def wide(c):
+        for layer in c["config"]["layers"]:
+            if "filters" in layer["config"]:
+                layer["config"]["filters"] = 4096
+    with pytest.raises(ValueError, match="the config declares [\\d,]+ bytes of weights, far more than"):
+        cc.load_keras(_rebuild(src, tmp_path / "wide.keras", wide))
+    # a 300 MB config.json that deflates to a few hundred KB
+    with pytest.raises(ValueError, match=r"bomb.keras: config.json declares 300,000,002 bytes, more than the 1,048,576"):
+        cc.load_keras(_rebuild(src, tmp_path / "bomb.keras", config_bytes=b"[" + b" " * 300_000_000 + b"]"))
+
+
+@pytest.mark.parametrize("how", ["external", "fifo", "virtual", "external_link", "soft_link", "group_is_dataset",
+                                 "integer_weights", "tiny_chunks"])
+def test_weights_stored_outside_the_file_or_oddly_are_refused(v4, tmp_path, how):
+    import h5py
+
+    src = shared_model_path(v4, 5)
+    secret = tmp_path / "secret"
+    secret.write_bytes(np.arange(375, dtype=np.float32).tobytes())
+    name, shape = "layers/conv2d/vars/0", (5, 5, 3, 5)
+
+    def edit(h5):
+        if how == "external":
+            _replace(h5, name, shape=shape, dtype="f4", external=[(str(secret), 0, h5py.h5f.UNLIMITED)])
+        elif how == "fifo":
+            os.mkfifo(tmp_path / "fifo")
+            _replace(h5, name, shape=shape, dtype="f4", external=[(str(tmp_path / "fifo"), 0, h5py.h5f.UNLIMITED)])
+        elif how == "virtual":
+            layout = h5py.VirtualLayout(shape=shape, dtype="f4")
+            layout[...] = h5py.VirtualSource(str(tmp_path / "other.h5"), "x", shape=shape)
+            del h5[name]
+            h5.create_virtual_dataset(name, layout)
+        elif how == "external_link":
+            del h5[name]
+            h5[name] = h5py.ExternalLink(str(tmp_path / "other.h5"), "/x")
+        elif how == "soft_link":
+            del h5[name]
+            h5[name] = h5py.SoftLink("/layers/conv2d/vars/1")
+        elif how == "group_is_dataset":
+            del h5["layers/conv2d"]
+            h5.create_dataset("layers/conv2d", data=np.zeros(3, np.float32))
+        elif how == "integer_weights":
+            _replace(h5, name, data=np.zeros(shape, np.int32))
+        elif how == "tiny_chunks":
+            _replace(h5, "layers/depthwise_conv2d/vars/0", shape=(28, 28, 219, 1), dtype="f4", chunks=(1, 1, 1, 1))
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = np.ones(shape, np.float32)
+    path = _rebuild(src, tmp_path / f"{how}.keras", edit_h5=edit)
+    expected = {"external": "stored outside the file", "fifo": "stored outside the file",
+                "virtual": "stored outside the file", "external_link": "is a ExternalLink",
+                "soft_link": "is a SoftLink", "group_is_dataset": "/layers/conv2d is not a Group",
+                "integer_weights": "holds int32, expected floats", "tiny_chunks": "more than 65,536 chunks"}[how]
+    with pytest.raises(ValueError, match=f"{how}.keras: .*{expected}"):
+        cc.load_keras(path)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["config"]["layers"][1]["config"].update(filters=[5]), "'layer0_conv' has filters=\\[5\\]; expected an integer"),
+    (lambda c: c["config"]["layers"][1]["config"].update(filters=None), "has filters=None; expected an integer"),
+    (lambda c: c["config"]["layers"][1]["config"].update(filters=True), "has filters=True; expected an integer"),
+    (lambda c: c["config"]["layers"][1]["config"].update(filters=5.0), "has filters=5.0; expected an integer"),
+    (lambda c: c["config"]["layers"][1].update(config=[1, 2]), "layer 1 is not an object with a class_name"),
+    (lambda c: c["config"].update(layers={"a": 1}), "holds no list of layers"),
+    (lambda c: c.update(config=None), "holds no list of layers"),
+    (lambda c: c["config"]["layers"][0]["config"].update(batch_shape=7), "has input shape 7"),
+    (lambda c: c["config"]["layers"][2]["config"].update(epsilon="0.001"), "not a channel-axis batchnorm"),
+    (lambda c: c["config"]["layers"][2].update(name="layer0_conv"), "two layers share a name"),
+])
+def test_wrong_types_in_the_config_name_the_file(v4, tmp_path, edit, message):
+    with pytest.raises(ValueError, match=f"cfg.keras: .*{message}"):
+        cc.load_keras(_rebuild(shared_model_path(v4, 5), tmp_path / "cfg.keras", edit))
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("layers/conv2d/vars/1", np.nan, "key 'layer0_conv.bias' holds NaN or infinity"),
+    ("layers/depthwise_conv2d/vars/0", np.inf, "key 'spatial' holds NaN or infinity"),
+    ("layers/batch_normalization_2/vars/3", -1.0, "key 'layer2_bn.running_var' holds a negative variance"),
+])
+def test_non_finite_weights_and_negative_variances_are_refused(v4, tmp_path, name, value, message):
+    def edit(h5):
+        data = h5[name][()]
+        data.flat[0] = value
+        h5[name][...] = data
+    with pytest.raises(ValueError, match=f"w.keras: {message}"):
+        cc.load_keras(_rebuild(shared_model_path(v4, 5), tmp_path / "w.keras", edit_h5=edit))
+
+
+def test_a_fifo_named_keras_is_refused_without_blocking(tmp_path):
+    os.mkfifo(tmp_path / "m.keras")
+    with pytest.raises(ValueError, match="m.keras: not a regular file"):
+        cc.load_keras(tmp_path / "m.keras")

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 __all__ = ["PLAN_FORMAT", "COMPACT_MODEL_FORMAT", "ENSEMBLE_FORMAT", "TRANSFER_TEACHER_FORMAT", "TRUNK_FORMAT",
            "atomic_path", "write_json", "safetensors_format", "read_safetensors_meta", "checked_name",
-           "ZIP_ERRORS", "read_zip_member"]
+           "ZIP_ERRORS", "read_zip_member", "meta_int", "meta_ints", "meta_floats", "meta_choice", "meta_json"]
 
 # The ``format`` metadata entry of each safetensors file the package writes.
 PLAN_FORMAT = "compactcortex.Plan/1"
@@ -147,6 +147,68 @@ def read_safetensors_meta(path: str | os.PathLike, expected_format: str | tuple[
     return meta
 
 
+# ---- checked metadata entries: every number read from a file, checked for type and range -------
+
+_REQUIRED = object()
+
+
+def _entry(meta: dict, key: str, path, default):
+    if key not in meta:
+        if default is _REQUIRED:
+            raise ValueError(f"{path}: metadata entry {key!r} is missing")
+        return default
+    return meta[key]
+
+
+def meta_json(meta: dict, key: str, path, default: Any = _REQUIRED) -> Any:
+    """Metadata entry ``key`` decoded from JSON (``default`` when absent, if given)."""
+    text = _entry(meta, key, path, _REQUIRED if default is _REQUIRED else None)
+    if text is None:
+        return default
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"{path}: metadata entry {key!r} is not JSON ({str(e)[:100]})") from None
+
+
+def _is_int(v: object, lo: int, hi: int) -> bool:
+    return type(v) is int and lo <= v <= hi
+
+
+def meta_int(meta: dict, key: str, path, lo: int, hi: int, default: int | None = None) -> int:
+    """Metadata entry ``key``: a decimal integer in [lo, hi] (not 1.7, True or 1e3)."""
+    text = _entry(meta, key, path, _REQUIRED if default is None else str(default))
+    if not (re.fullmatch(r"-?[0-9]{1,19}", text) and lo <= int(text) <= hi):
+        raise ValueError(f"{path}: metadata {key}={text[:40]!r}; expected an integer in [{lo}, {hi}]")
+    return int(text)
+
+
+def meta_ints(meta: dict, key: str, path, length: int, lo: int, hi: int) -> list[int]:
+    """Metadata entry ``key``: a JSON list of ``length`` integers in [lo, hi]."""
+    v = meta_json(meta, key, path)
+    if not (isinstance(v, list) and len(v) == length and all(_is_int(x, lo, hi) for x in v)):
+        raise ValueError(f"{path}: metadata {key}={str(v)[:60]}; expected {length} integers in [{lo}, {hi}]")
+    return v
+
+
+def meta_floats(meta: dict, key: str, path, length: int, lo: float, hi: float) -> list[float]:
+    """Metadata entry ``key``: a JSON list of ``length`` finite numbers in [lo, hi]."""
+    v = meta_json(meta, key, path)
+    ok = isinstance(v, list) and len(v) == length and all(
+        type(x) in (int, float) and lo <= x <= hi for x in v)   # NaN fails the comparison
+    if not ok:
+        raise ValueError(f"{path}: metadata {key}={str(v)[:60]}; expected {length} numbers in [{lo}, {hi}]")
+    return [float(x) for x in v]
+
+
+def meta_choice(meta: dict, key: str, path, choices: tuple[str, ...], default: str | None = None) -> str:
+    """Metadata entry ``key``: one of ``choices``."""
+    v = _entry(meta, key, path, _REQUIRED if default is None else default)
+    if v not in choices:
+        raise ValueError(f"{path}: metadata {key}={v[:40]!r}; expected one of {', '.join(choices)}")
+    return v
+
+
 def _metadata(path: Path) -> dict:
     from safetensors import safe_open
 
@@ -156,4 +218,4 @@ def _metadata(path: Path) -> dict:
         with safe_open(str(path), framework="numpy") as f:
             return f.metadata() or {}
     except Exception as e:
-        raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
+        raise ValueError(f"{path}: not a readable safetensors file ({str(e)[:200]})") from None

@@ -13,7 +13,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..files import ENSEMBLE_FORMAT, TRANSFER_TEACHER_FORMAT, atomic_path, read_safetensors_meta
+from ..constants import MAP_SIZE
+from ..files import (ENSEMBLE_FORMAT, TRANSFER_TEACHER_FORMAT, atomic_path, meta_choice, meta_floats, meta_int,
+                     meta_ints, meta_json, read_safetensors_meta)
 from ..data.session import Session
 from ..models.compact import build_within_file
 from ..models.teacher import Ensemble, TeacherCNN
@@ -107,30 +109,48 @@ def save_teacher(teacher: Ensemble | TransferTeacher, path: str | Path) -> None:
 
 
 def load_teacher(path: str | Path) -> Ensemble | TransferTeacher:
-    """Load a teacher written by :func:`save_teacher`. Raises ValueError for a foreign file."""
+    """Load a teacher written by :func:`save_teacher`.
+
+    Every metadata entry is checked for type and range and every tensor for shape, real float
+    values, finiteness and ``response_std`` > 0 before the teacher is used.
+
+    Raises:
+        ValueError: a foreign, corrupt or inconsistent file (naming it and the entry or key).
+    """
     from safetensors.torch import load_file
 
+    from ..models.compact import load_state_checked
+    from ..models.transfer import READOUTS
 
     meta = read_safetensors_meta(path, (ENSEMBLE_FORMAT, TRANSFER_TEACHER_FORMAT))
+    members = meta_int(meta, "n_members", path, 1, 1000)
+    n = meta_int(meta, "n_neurons", path, 1, 1_000_000)
+    if meta["format"] == ENSEMBLE_FORMAT:
+        teacher = build_within_file(lambda: Ensemble([TeacherCNN(n) for _ in range(members)]), path)
+    else:
+        nums = meta_ints(meta, "nums_filters", path, 5, 1, 4096)
+        eps = meta_floats(meta, "bn_eps", path, 5, 0.0, 1.0)
+        dtype = getattr(torch, meta_choice(meta, "trunk_dtype", path, ("float32", "float64")))
+        relu = meta_choice(meta, "trunk_activation", path, ("relu", "linear"), default="relu") == "relu"
+        readout = meta_choice(meta, "readout", path, READOUTS)
+        pool = meta_int(meta, "pool", path, 1, MAP_SIZE)
+        if MAP_SIZE % pool:
+            raise ValueError(f"{path}: metadata pool={pool} does not divide the {MAP_SIZE}x{MAP_SIZE} map")
+        provenance = meta_json(meta, "provenance", path, default={})
+        if not isinstance(provenance, dict):
+            raise ValueError(f"{path}: metadata provenance is not a JSON object")
+        teacher = build_within_file(lambda: TransferTeacher(empty_trunk(nums, eps, dtype, relu=relu), n, members,
+                                                            readout, pool), path)
+        teacher.trunk.provenance = provenance
     try:
-        members, n = int(meta["n_members"]), int(meta["n_neurons"])
-        if meta["format"] == ENSEMBLE_FORMAT:
-            teacher = build_within_file(lambda: Ensemble([TeacherCNN(n) for _ in range(members)]), path)
-        else:
-            def build() -> TransferTeacher:
-                trunk = empty_trunk(json.loads(meta["nums_filters"]), json.loads(meta["bn_eps"]),
-                                    getattr(torch, meta["trunk_dtype"]), relu=meta.get("trunk_activation", "relu") == "relu")
-                return TransferTeacher(trunk, n, members, meta["readout"], int(meta["pool"]))
+        state = load_file(str(path))
+    except Exception as e:  # safetensors' own errors for damaged tensors
+        raise ValueError(f"{path}: unreadable tensors ({str(e)[:200]})") from None
+    load_state_checked(teacher, state, str(path), cast=False)
+    if isinstance(teacher, TransferTeacher):
+        from .transfer import use_engine
 
-            teacher = build_within_file(build, path)
-            teacher.trunk.provenance = json.loads(meta["provenance"])
-        teacher.load_state_dict(load_file(str(path)))
-        if isinstance(teacher, TransferTeacher):
-            from .transfer import use_engine
-
-            use_engine(teacher)
-    except (KeyError, ValueError, AttributeError, RuntimeError, TypeError) as e:
-        raise ValueError(f"{path}: metadata or weights do not match a {meta['format']} ({e})") from None
+        use_engine(teacher)
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher.eval()

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..files import COMPACT_MODEL_FORMAT, atomic_path, read_safetensors_meta
+from ..files import (COMPACT_MODEL_FORMAT, atomic_path, meta_choice, meta_floats, meta_int, meta_ints, meta_json,
+                     read_safetensors_meta)
 from ..constants import DATASET_MEAN, IMAGE_SIZE, MAP_SIZE
 
 __all__ = ["CompactModel", "DATASET_MEAN"]
@@ -215,21 +216,21 @@ class CompactModel(nn.Module):
 
 
         meta = read_safetensors_meta(path, COMPACT_MODEL_FORMAT)
+        n = meta_ints(meta, "nums_filters", path, 5, 1, 4096)
+        eps = meta_floats(meta, "bn_eps", path, 5, 0.0, 1.0)
+        mean = meta_floats(meta, "mean", path, 3, -1e3, 1e3)
+        outputs = meta_int(meta, "outputs", path, 1, 1_000_000, default=1)
+        relu = meta_choice(meta, "activation", path, ("relu", "linear"), default="relu") == "relu"
+        prov = meta_json(meta, "provenance", path, default={})
+        if not isinstance(prov, dict):
+            raise ValueError(f"{path}: metadata provenance is not a JSON object")
+        model = build_within_file(lambda: cls(n, bn_eps=eps, mean=mean, outputs=outputs), path)
+        model.provenance, model.relu = prov, relu
         try:
-            n = json.loads(meta["nums_filters"])
-            eps = json.loads(meta["bn_eps"])
-            mean = json.loads(meta["mean"])
-            prov = json.loads(meta.get("provenance", "{}"))
-            outputs = int(meta.get("outputs", "1"))
-            model = build_within_file(lambda: cls(n, bn_eps=eps, mean=mean, outputs=outputs), path)
-        except (KeyError, ValueError, TypeError) as e:
-            raise ValueError(f"{path}: corrupt metadata ({e})") from None
-        model.provenance = prov
-        if meta.get("activation", "relu") not in ("relu", "linear"):
-            raise ValueError(f"{path}: activation must be 'relu' or 'linear', got {meta['activation']!r}")
-        model.relu = meta.get("activation", "relu") == "relu"
-        with safe_open(str(path), framework="pt") as f:
-            state = {k: f.get_tensor(k) for k in f.keys()}
+            with safe_open(str(path), framework="pt") as f:
+                state = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as e:  # safetensors' own errors for damaged tensors
+            raise ValueError(f"{path}: unreadable tensors ({str(e)[:200]})") from None
         load_state_checked(model, state, str(path))
         if dtype is not None:
             model.to(dtype)
@@ -261,8 +262,14 @@ def build_within_file(build: Callable[[], M], path: str | Path) -> M:
     return build()
 
 
-def load_state_checked(model: nn.Module, state: dict, source: str) -> None:
-    """``load_state_dict`` with errors that name the file and the key."""
+def load_state_checked(model: nn.Module, state: dict, source: str, cast: bool = True) -> None:
+    """``load_state_dict`` after checking every tensor, with errors that name the file and key:
+    the keys, shapes and kinds (real floats where the module has floats) the module expects,
+    finite values, batchnorm variances >= 0, and ``response_std`` > 0 where a module has one.
+
+    ``cast``: first give the module the file's float dtype (that of its ``layer0_conv.weight``);
+    otherwise values are converted to the module's dtypes.
+    """
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     if missing:
@@ -270,15 +277,21 @@ def load_state_checked(model: nn.Module, state: dict, source: str) -> None:
                          else f"{source}: missing key {missing[0]!r}")
     extra = [k for k in state if k not in expected]
     if extra:
-        raise ValueError(f"{source}: unexpected key {extra[0]!r}")
+        raise ValueError(f"{source}: unexpected key {str(extra[0])[:80]!r}")
     for k, v in expected.items():
-        if tuple(state[k].shape) != tuple(v.shape):
-            raise ValueError(f"{source}: key {k!r} has shape {tuple(state[k].shape)}, expected "
-                             f"{tuple(v.shape)} for filters {model.nums_filters}")
-        if state[k].is_floating_point() and not torch.isfinite(state[k]).all():
+        got = state[k]
+        if tuple(got.shape) != tuple(v.shape):
+            sizes = f" for filters {model.nums_filters}" if hasattr(model, "nums_filters") else ""
+            raise ValueError(f"{source}: key {k!r} has shape {tuple(got.shape)}, expected {tuple(v.shape)}{sizes}")
+        if v.is_floating_point() and not (got.is_floating_point() and not got.is_complex()):
+            raise ValueError(f"{source}: key {k!r} holds {got.dtype}; expected real floats")
+        if got.is_floating_point() and not torch.isfinite(got).all():
             raise ValueError(f"{source}: key {k!r} holds NaN or infinity")
-        if k.endswith("running_var") and (state[k] < 0).any():
+        if k.endswith("running_var") and (got < 0).any():
             raise ValueError(f"{source}: key {k!r} holds a negative variance")
-    dtype = next(v.dtype for k, v in state.items() if k.endswith("layer0_conv.weight"))
-    model.to(dtype)
+        if k.endswith("response_std") and (got <= 0).any():
+            raise ValueError(f"{source}: key {k!r} holds a standard deviation <= 0")
+    if cast:
+        dtype = next(v.dtype for k, v in state.items() if k.endswith("layer0_conv.weight"))
+        model.to(dtype)
     model.load_state_dict(state)

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from ..constants import DATASET_MEAN, MAP_SIZE
-from ..files import TRUNK_FORMAT, atomic_path, checked_name, read_safetensors_meta
+from ..files import (TRUNK_FORMAT, atomic_path, checked_name, meta_floats, meta_int, meta_ints, meta_json,
+                     read_safetensors_meta)
 from .compact import KERAS_BN_EPS, CompactModel, build_within_file, load_state_checked
 
 __all__ = ["FactorisedReadout", "Trunk", "save_trunks", "load_trunks", "core_of"]
@@ -190,21 +191,28 @@ def load_trunks(path: str | Path) -> tuple[list[Trunk], dict]:
     from safetensors import safe_open
 
     meta = read_safetensors_meta(path, TRUNK_FORMAT)
+    members = meta_int(meta, "members", path, 1, 1000)
+    n = meta_ints(meta, "nums_filters", path, 5, 1, 4096)
+    eps = meta_floats(meta, "bn_eps", path, 5, 0.0, 1.0)
+    mean = meta_floats(meta, "mean", path, 3, -1e3, 1e3)
+    pool = meta_int(meta, "readout_pool", path, 1, MAP_SIZE, default=1)
+    sessions, info, prov = (meta_json(meta, "sessions", path), meta_json(meta, "info", path, default={}),
+                            meta_json(meta, "provenance", path, default={}))
+    if not (isinstance(sessions, dict) and sessions and all(type(k) is int and 1 <= k <= 1_000_000
+                                                            for k in sessions.values())):
+        raise ValueError(f"{path}: metadata sessions={str(sessions)[:60]}; expected {{session: neurons >= 1}}")
+    if not (isinstance(info, dict) and isinstance(prov, dict)):
+        raise ValueError(f"{path}: metadata info and provenance must be JSON objects")
+    spec = {checked_name(s, "session"): (k, None, None) for s, k in sessions.items()}
     try:
-        members = int(meta["members"])
-        n = json.loads(meta["nums_filters"])
-        eps, mean = json.loads(meta["bn_eps"]), json.loads(meta["mean"])
-        sessions = {str(s): int(k) for s, k in json.loads(meta["sessions"]).items()}
-        info, prov = json.loads(meta.get("info", "{}")), json.loads(meta.get("provenance", "{}"))
-        if not 1 <= members <= 1000:
-            raise ValueError(f"members must be 1-1000, got {members}")
-        pool = int(meta.get("readout_pool", "1"))
-        spec = {s: (k, None, None) for s, k in sessions.items()}
         trunks = [build_within_file(lambda: Trunk(n, spec, eps, mean, pool), path) for _ in range(members)]
-    except (KeyError, ValueError, TypeError, AttributeError) as e:
+    except ValueError as e:  # Trunk's own checks (a pool that does not divide the map, ...)
         raise ValueError(f"{path}: corrupt trunk metadata ({e})") from None
-    with safe_open(str(path), framework="pt") as f:
-        state = {k: f.get_tensor(k) for k in f.keys()}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors' own errors for damaged tensors
+        raise ValueError(f"{path}: unreadable tensors ({str(e)[:200]})") from None
     for k, t in enumerate(trunks):
         prefix = f"member{k}."
         mine = {name[len(prefix):]: v for name, v in state.items() if name.startswith(prefix)}
