@@ -1,9 +1,23 @@
-"""Shared fixtures: the V4 data folder (helpers the tests import live in helpers.py)."""
+"""Shared fixtures: the V4 data folder (helpers the tests import live in helpers.py), and the
+hypothesis profiles of the property tests: ``ci`` (the default: 40 examples per property) or
+``long`` (4,000) chosen by the environment variable HYPOTHESIS_PROFILE."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # the property tests skip themselves
+    pass
+else:
+    settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True,
+                              suppress_health_check=[HealthCheck.too_slow])
+    settings.register_profile("long", max_examples=4000, deadline=None,
+                              suppress_health_check=[HealthCheck.too_slow])
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "v4"
 

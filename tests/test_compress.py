@@ -142,7 +142,7 @@ def test_compress_round_trip_writes_models_summary_and_resumes(v4, tmp_path):
     assert on_disk["neurons"] == summary["neurons"] and summary["teacher"] == "published"
     assert [r["neuron"] for r in summary["neurons"]] == [3, 0]
     for r in summary["neurons"]:
-        assert set(r) == {"neuron", "teacher_params", "compact_params", "compact_filters", "published_params",
+        assert set(r) == {"neuron", "distilled_with", "teacher_params", "compact_params", "compact_filters", "published_params",
                           "r_teacher_test", "r_test", "r_teacher_model_test", "r2er_test", "r2er_teacher_test"}
         assert r["teacher_params"] == r["published_params"] > 0 and r["r2er_test"] is None  # no raw repeats
         model = cc.CompactModel.load(out / f"neuron{r['neuron']}.safetensors")
@@ -158,6 +158,21 @@ def test_compress_round_trip_writes_models_summary_and_resumes(v4, tmp_path):
     (out / "neuron0.safetensors").unlink()
     again = compress_session(v4, "190923", out, "published", [3, 0], Recipe(**TINY), threads=2, progress=False)
     assert again["neurons"] == summary["neurons"] and not (out / "neuron0.safetensors").exists()
+    assert [r["distilled_with"] for r in summary["neurons"]] == [[3, 0], [3, 0]]
+
+
+def test_a_rerun_with_other_neurons_recomputes_the_shared_ones(v4, tmp_path):
+    """Neuron 0's model depends on the neurons distilled with it: a rerun into the same folder
+    with another set recomputes it (and says with which set), never reuses the old row."""
+    from compactcortex.compress.pipeline import Recipe, compress_session
+
+    first = compress_session(v4, "190923", tmp_path, "published", [3, 0], Recipe(**TINY), threads=1, progress=False)
+    mtime = (tmp_path / "neurons" / "neuron0.json").stat().st_mtime_ns
+    second = compress_session(v4, "190923", tmp_path, "published", [0, 5], Recipe(**TINY), threads=1, progress=False)
+    assert [r["distilled_with"] for r in second["neurons"]] == [[0, 5], [0, 5]]
+    assert (tmp_path / "neurons" / "neuron0.json").stat().st_mtime_ns != mtime
+    assert (tmp_path / "work" / "neurons_3_0").is_dir() and (tmp_path / "work" / "neurons_0_5").is_dir()
+    assert first["neurons"][1]["distilled_with"] == [3, 0]
 
 
 def test_compress_errors_name_the_problem(v4, tmp_path, capsys):
@@ -177,6 +192,29 @@ def test_compress_errors_name_the_problem(v4, tmp_path, capsys):
                  str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no neuron(s) [99]" in err[0]
+    with pytest.raises(ValueError, match="--backbone applies to --teacher fit only"):
+        compress_session(v4, "190923", tmp_path, "published", [0], Recipe(**TINY), backbone="none", progress=False)
+    # a corrupt teacher file or backbone fails before the folder is claimed: the corrected rerun runs
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 64)
+    for kw in (dict(teacher=str(tmp_path / "bad.safetensors")), dict(teacher="fit", backbone=str(tmp_path / "bad.safetensors"))):
+        with pytest.raises(ValueError, match="bad.safetensors: not a readable safetensors file"):
+            compress_session(v4, "190923", tmp_path / "claimed", neurons=[0], recipe=Recipe(**TINY), progress=False, **kw)
+        assert not (tmp_path / "claimed" / "settings.json").exists()
+    # a 2 MB session name ends in one short line
+    assert main(["compress", "--data", str(v4), "--session", "x" * 2_000_000, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and len(err[0]) <= 400
+
+
+def test_neuron_jobs_take_only_integer_neurons():
+    from compactcortex.compress.pipeline import NeuronJob
+
+    job = NeuronJob("root", "190923", 3, "out", neurons=(3, 0))
+    assert NeuronJob.from_dict(job.to_dict()).to_dict() == job.to_dict()
+    for bad in ({"neuron": 1.7}, {"neuron": True}, {"neuron": "3"}, {"neurons": [0, 2.5]}, {"neurons": [True]},
+                {"neurons": 5}, {"bogus": 1}):
+        with pytest.raises(ValueError, match="NeuronJob: "):
+            NeuronJob.from_dict({**job.to_dict(), **bad})
 
 
 @pytest.mark.parametrize("backbone", ["none", "shared_compact_5", "trunk file"])

@@ -111,7 +111,11 @@ class CompactBrainModel(BrainModel):
 
 
 def read_stimulus(path: str | Path) -> np.ndarray:
-    """One stimulus file as (112, 112, 3) uint8 RGB (resized with Pillow's antialiased bilinear filter)."""
+    """One stimulus file as (112, 112, 3) uint8 RGB (resized with Pillow's antialiased bilinear filter).
+
+    Only a regular file is opened (a FIFO, device or socket is refused, not waited on); what is
+    decoded and refused is :func:`compactcortex.data.image_files.decode_rgb`'s.
+    """
     return decode_rgb(Path(path), str(path), resize=True)
 
 

@@ -484,6 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
 _DEMO_ZERO_OK = {"seed", "loop_rounds", "final_steps", "retrain_steps", "rounds"}
 
 
+_MAX_ERROR_CHARS = 300
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command; a user error (bad value, unreadable or unwritable file) prints one line
     and returns 2."""
@@ -492,6 +495,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.fn(args)
     except (ValueError, OSError) as e:
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if len(text) > _MAX_ERROR_CHARS:  # a message quoting a huge argument or file content
+            text = text[:_MAX_ERROR_CHARS - 3] + "..."
         print(f"compactcortex {args.command}: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -140,8 +140,9 @@ def _published_params(root: Path, session: str) -> dict[int, int]:
         return {}
 
 
-def _check_teacher(spec: str, root: Path, session: str, neurons: list[int], published: dict[int, int]) -> None:
-    """Cheap checks of the teacher choice, before anything is written."""
+def _check_teacher(spec: str, root: Path, session: str, neurons: list[int], published: dict[int, int]):
+    """Checks of the teacher choice, before anything is written; a teacher file is loaded here
+    (and returned), so that a corrupt one fails before the output folder is claimed."""
     if spec == "published":
         if not published:
             raise ValueError(f"session {session} has no published compact models under {root}")
@@ -149,8 +150,13 @@ def _check_teacher(spec: str, root: Path, session: str, neurons: list[int], publ
         if missing:
             raise ValueError(f"session {session}: no published model for neuron(s) {missing} "
                              f"(models exist for 0..{len(published) - 1})")
-    elif spec != "fit" and not Path(spec).is_file():
-        raise ValueError(f"--teacher {spec!r}: not 'published', 'fit' or an existing teacher file")
+    elif spec != "fit":
+        if not Path(spec).is_file():
+            raise ValueError(f"--teacher {spec[:200]!r}: not 'published', 'fit' or an existing teacher file")
+        from ..fit.teacher import load_teacher
+
+        return load_teacher(spec)
+    return None
 
 
 def resolve_teacher_backbone(backbone: str | None, root: Path) -> Path | None:
@@ -169,7 +175,8 @@ def resolve_teacher_backbone(backbone: str | None, root: Path) -> Path | None:
     if (filters := shared_model_filters(backbone)) is not None:
         return shared_model_path(root, filters)
     if not Path(backbone).is_file():
-        raise ValueError(f"--backbone {backbone!r}: not 'auto', 'none', 'shared_compact_<N>' or an existing .keras or trunk file")
+        raise ValueError(f"--backbone {backbone[:200]!r}: not 'auto', 'none', 'shared_compact_<N>' or an existing .keras or "
+                         "trunk file")
     return Path(backbone)
 
 
@@ -179,7 +186,9 @@ DEFAULT_BACKBONE_FILTERS = 200
 
 
 def _load_teacher(spec: str, root: Path, session: Session, neurons: list[int], out: Path, threads: int,
-                  recipe: Recipe, published: dict[int, int], progress: bool, backbone: Path | None) -> _Teacher:
+                  recipe: Recipe, published: dict[int, int], progress: bool, backbone: Path | None,
+                  loaded=None) -> _Teacher:
+    """The run's teacher; ``loaded``: the teacher file ``spec``, already loaded by _check_teacher."""
     from ..engine.population import PopulationPredictor
     from ..engine.predictor import Predictor
     from ..fit.training import TrainConfig
@@ -205,7 +214,7 @@ def _load_teacher(spec: str, root: Path, session: Session, neurons: list[int], o
                               progress=progress, backbone=backbone)
             save_teacher(ens, path)
     else:
-        ens = load_teacher(spec)
+        ens = loaded if loaded is not None else load_teacher(spec)
     if ens.num_neurons != session.num_neurons:
         raise ValueError(f"the teacher predicts {ens.num_neurons} neurons, session {session.name} has "
                          f"{session.num_neurons}")
@@ -254,10 +263,24 @@ class NeuronJob:
 
     @classmethod
     def from_dict(cls, d: dict) -> "NeuronJob":
+        """The job of :meth:`to_dict`; ValueError for unknown fields or a neuron that is not an
+        integer (1.7 or True are not neurons)."""
         d = dict(d)
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"NeuronJob: unknown field(s) {str(unknown)[:200]}")
+        is_index = lambda v: type(v) is int and v >= -1  # noqa: E731  (-1: the session-level job)
+        if not is_index(d.get("neuron")):
+            raise ValueError(f"NeuronJob: neuron must be an integer, got {str(d.get('neuron'))[:40]!r}")
         if d.get("neurons") is not None:
-            d["neurons"] = tuple(int(k) for k in d["neurons"])
+            if not (isinstance(d["neurons"], (list, tuple)) and all(is_index(k) and k >= 0 for k in d["neurons"])):
+                raise ValueError(f"NeuronJob: neurons must be a list of integers >= 0, got {str(d['neurons'])[:80]}")
+            d["neurons"] = tuple(d["neurons"])
         return cls(**d)
+
+    def distilled_with(self) -> list[int] | None:
+        """The neurons of stage 1 as a finished neuron's row records them (None: all)."""
+        return None if self.neurons is None else list(self.neurons)
 
     def session_key(self) -> str:
         """What every neuron of one run shares (all fields but ``neuron``)."""
@@ -281,31 +304,44 @@ class _SessionRun:
         image_source = recorded or self.data
         n_neurons = self.data.num_neurons
         self.chosen = list(range(n_neurons)) if job.neurons is None else [int(k) for k in job.neurons]
+        self.all_neurons = job.neurons is None
         bad = [k for k in self.chosen if not 0 <= k < n_neurons]
         if bad or not self.chosen:
             raise ValueError(f"session {self.session}: no neuron(s) {bad or '(none chosen)'}; it has 0..{n_neurons - 1}")
         if len(set(self.chosen)) != len(self.chosen):
             raise ValueError(f"neurons listed twice: {sorted(k for k in set(self.chosen) if self.chosen.count(k) > 1)}")
         published = _published_params(self.root, self.session)
-        _check_teacher(job.teacher, self.root, self.session, self.chosen, published)
+        if job.teacher != "fit" and job.backbone not in (None, "auto"):
+            raise ValueError(f"--backbone applies to --teacher fit only (the teacher here: {job.teacher[:200]!r})")
+        # Every input is checked (files loaded) before the folder is claimed: a corrected rerun
+        # must not be refused for the settings of one that never started.
+        loaded = _check_teacher(job.teacher, self.root, self.session, self.chosen, published)
+        self.trunk_file = resolve_teacher_backbone(job.backbone, self.root) if job.teacher == "fit" else None
+        if self.trunk_file is not None:
+            from ..fit.transfer import resolve_backbone
+
+            resolve_backbone(self.trunk_file)
+        _claim_folder(self.out, {"session": self.session, "teacher": job.teacher, "images_from": job.images_from,
+                                 "backbone": self.trunk_file and self.trunk_file.name, "recipe": asdict(self.recipe)})
+        tag = "neurons_" + ("all" if job.neurons is None else "_".join(map(str, self.chosen)))
         work = self.out / "work"
-        work.mkdir(parents=True, exist_ok=True)
+        self.neuron_work = work / tag  # re-training checkpoints belong to this stage 1's student
+        self.neuron_work.mkdir(parents=True, exist_ok=True)
         (self.out / "neurons").mkdir(exist_ok=True)
         torch.set_num_threads(self.threads)
-        self.trunk_file = resolve_teacher_backbone(job.backbone, self.root) if job.teacher == "fit" else None
         if job.teacher == "fit" and progress:
             print(f"teacher: readouts on the frozen trunk of {self.trunk_file}" if self.trunk_file else
                   f"teacher: from scratch (no shared compact model under {self.root}; --backbone names one)")
-        _claim_folder(self.out, {"session": self.session, "teacher": job.teacher, "images_from": job.images_from,
-                                 "backbone": self.trunk_file and self.trunk_file.name, "recipe": asdict(self.recipe)})
         self.teacher = _load_teacher(job.teacher, self.root, self.data, self.chosen, self.out, self.threads,
-                                     self.recipe, published, progress, self.trunk_file)
+                                     self.recipe, published, progress, self.trunk_file, loaded)
         self.fit = image_source.images[image_source.fit_indices]
         self.test = image_source.images[image_source.test_indices]
-        self.teacher_test = np.asarray(self.teacher.population(to_tensor(self.test)), np.float32).reshape(
-            len(self.test), len(self.chosen))
+        # in batches: a 200-filter trunk in PyTorch holds ~23 MB of maps per image
+        self.teacher_test = np.zeros((len(self.test), len(self.chosen)), np.float32)
+        for i in range(0, len(self.test), _TEST_BATCH):
+            y = self.teacher.population(to_tensor(self.test[i:i + _TEST_BATCH]))
+            self.teacher_test[i:i + _TEST_BATCH] = np.asarray(y, np.float32).reshape(-1, len(self.chosen))
         self.same_images = job.images_from is None
-        tag = "neurons_" + ("all" if job.neurons is None else "_".join(map(str, self.chosen)))
         shared_path, ckpt = work / f"population_{tag}.safetensors", work / f"population_{tag}.ckpt"
         r = self.recipe
         if shared_path.is_file():
@@ -333,7 +369,7 @@ class _SessionRun:
             raise ValueError(f"neuron {k} was not distilled in this run (its neurons: {self.chosen})")
         i, r, tch = self.chosen.index(k), self.recipe, self.teacher
         compact, history = prune_and_retrain(self.shared.single_output(i), tch.per_neuron(k), self.fit, r,
-                                             self.out / "work", f"neuron{k}", seed=r.seed + 1000 * (k + 1),
+                                             self.neuron_work, f"neuron{k}", seed=r.seed + 1000 * (k + 1),
                                              threads=self.threads, pool=self.pool, pool_column=i)
         compact.provenance = {"session": self.session, "neuron": k, "teacher": tch.kind, "recipe": asdict(r),
                               "pruning": [{"layer": s.layer, "round": s.extra.get("round"),
@@ -343,7 +379,8 @@ class _SessionRun:
         plan = compile(compact)
         plan.save(self.out / f"neuron{k}.plan")
         pred = Predictor(plan, threads=self.threads).predict(self.test)
-        row = {"neuron": k, "teacher_params": int(tch.params(k)), "compact_params": compact.num_parameters(),
+        row = {"neuron": k, "distilled_with": None if self.all_neurons else list(self.chosen),
+               "teacher_params": int(tch.params(k)), "compact_params": compact.num_parameters(),
                "compact_filters": list(compact.nums_filters), "published_params": tch.published.get(k),
                "r_teacher_test": _pearson(pred, self.teacher_test[:, i]), "r_test": None,
                "r_teacher_model_test": None, "r2er_test": None, "r2er_teacher_test": None}
@@ -359,6 +396,7 @@ class _SessionRun:
         return {key: _to_jsonable(v) for key, v in row.items()}
 
 
+_TEST_BATCH = 32  # test-half images per teacher call
 _RUNS: dict[str, _SessionRun] = {}  # the last run's state, reused by its neurons in this process
 
 
@@ -381,7 +419,8 @@ def compress_neuron(job: NeuronJob | dict, progress: bool = False) -> dict:
     """Compress one neuron (stage 2) and return its summary row (see :func:`compress_session`).
 
     Idempotent: a finished neuron's saved row (``out/neurons/neuron<k>.json``) is returned as it
-    is, and an interrupted one resumes from its checkpoints. Workers on the same neuron take turns
+    is when it was distilled with the same neurons (its ``distilled_with``; otherwise it is
+    recomputed from this job's stage 1), and an interrupted one resumes from its checkpoints. Workers on the same neuron take turns
     (an exclusive lock on ``neuron<k>.lock``; a killed worker's lock is released by the system).
     Needs stage 1 on disk: :func:`prepare_run` (or :func:`compress_session`) first.
     """
@@ -390,16 +429,24 @@ def compress_neuron(job: NeuronJob | dict, progress: bool = False) -> dict:
     job = NeuronJob.from_dict(job) if isinstance(job, dict) else job
     folder = Path(job.out) / "neurons"
     done = folder / f"neuron{int(job.neuron)}.json"
-    if done.is_file():
-        return json.loads(done.read_text())
+    if (row := _finished_row(done, job)) is not None:
+        return row
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / f"neuron{int(job.neuron)}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if done.is_file():  # another worker finished it while we waited
-            return json.loads(done.read_text())
+        if (row := _finished_row(done, job)) is not None:  # another worker finished it while we waited
+            return row
         row = _session_run(job, progress, train_shared=False).compress(int(job.neuron))
         write_json(done, row)
     return row
+
+
+def _finished_row(path: Path, job: NeuronJob) -> dict | None:
+    """The saved row of ``job``'s neuron if it was distilled with the same neurons, else None."""
+    if not path.is_file():
+        return None
+    row = json.loads(path.read_text())
+    return row if row.get("distilled_with", "unknown") == job.distilled_with() else None
 
 
 def compress_session(
