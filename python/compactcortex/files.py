@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import glob
 import json
+import lzma
 import os
 import re
 import socket
@@ -52,9 +53,9 @@ def checked_name(name: object, what: str) -> str:
 
 
 #: What reading a damaged zip raises besides BadZipFile: OSError/EOFError (truncated), zlib.error
-#: (a bad deflate stream), NotImplementedError (a compression method zipfile lacks), RuntimeError
-#: (an encrypted member).
-ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError, RuntimeError)
+#: (a bad deflate stream), lzma.LZMAError (a bad LZMA stream: not an OSError), NotImplementedError
+#: (a compression method zipfile lacks), RuntimeError (an encrypted member).
+ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, zlib.error, lzma.LZMAError, NotImplementedError, RuntimeError)
 
 
 def read_zip_member(zf: zipfile.ZipFile, name: str, max_bytes: int, label: str) -> bytes:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import lzma
 import os
 import stat
 import threading
@@ -333,10 +332,6 @@ def _same_pixels(a, b) -> bool:
 
 # ---- containers ----------------------------------------------------------------------------
 
-#: What reading a damaged zip raises (files.ZIP_ERRORS, plus lzma's error: not an OSError).
-_ZIP_ERRORS = (*ZIP_ERRORS, lzma.LZMAError)
-
-
 def _is_image_name(name: str) -> bool:
     """An image file's name (folder entry or zip member), skipping macOS metadata: AppleDouble
     ``._name`` files and a zip's ``__MACOSX/`` folder."""
@@ -444,7 +439,7 @@ def _read_zip(f: BinaryIO, path: Path) -> np.ndarray:
     try:
         zf = zipfile.ZipFile(f)
         names = sorted(n for n in zf.namelist() if not n.endswith("/") and _is_image_name(n))
-    except _ZIP_ERRORS as e:
+    except ZIP_ERRORS as e:
         raise corrupt(e) from None
     with zf:
         if not names:
@@ -453,7 +448,7 @@ def _read_zip(f: BinaryIO, path: Path) -> np.ndarray:
         for k, n in enumerate(names):
             try:
                 data = read_zip_member(zf, n, MAX_IMAGE_FILE_BYTES, f"{path}: member {_short(n)}")
-            except _ZIP_ERRORS as e:
+            except ZIP_ERRORS as e:
                 raise corrupt(e) from None
             decode_rgb(data, f"{path}: image {_short(n)}", out=images[k])
     return images
