@@ -124,3 +124,22 @@ def test_trunk_is_frozen_and_teacher_errors_are_clear(tmp_path):
     (tmp_path / "x.safetensors").write_bytes(b"junk")
     with pytest.raises(ValueError, match="not a readable safetensors"):
         load_teacher(tmp_path / "x.safetensors")
+
+
+def test_the_trunk_is_compiled_once_per_teacher(monkeypatch):
+    """Fitting computes the maps with the engine the teacher keeps; use_engine again (other
+    threads) reuses the compiled plan."""
+    import compactcortex.engine.compile as compile_module
+    from compactcortex.fit.transfer import use_engine
+
+    calls = []
+    real = compile_module.compile
+    monkeypatch.setattr(compile_module, "compile", lambda *a, **k: calls.append(1) or real(*a, **k))
+    trunk = trunk_of(random_model((4, 4, 3, 3, 3), seed=2))
+    rng = np.random.default_rng(0)
+    s = Session("s", rng.integers(0, 256, (24, 112, 112, 3), dtype=np.uint8), rng.normal(size=(2, 24)))
+    teacher = fit_transfer_teacher(s, trunk, members=1, indices=np.arange(20), progress=False)
+    assert len(calls) == 1 and teacher.feature_engine is not None
+    plan = teacher.feature_engine.plan
+    use_engine(teacher, threads=1)
+    assert len(calls) == 1 and teacher.feature_engine.plan is plan and teacher.feature_engine.threads == 1

@@ -60,7 +60,9 @@ def use_engine(teacher: TransferTeacher, threads: int | None = None) -> Transfer
         from ..engine.features import TrunkFeatures
     except ImportError:
         return teacher
-    teacher.feature_engine = TrunkFeatures(compile(teacher.trunk, drop_dead_channels=False), threads)
+    old = teacher.feature_engine  # the trunk is frozen: a second call (other threads) keeps its plan
+    plan = old.plan if isinstance(old, TrunkFeatures) else compile(teacher.trunk, drop_dead_channels=False)
+    teacher.feature_engine = TrunkFeatures(plan, threads)
     return teacher
 
 
@@ -69,8 +71,12 @@ def trunk_features(trunk: CompactModel, images: np.ndarray, batch: int = 32, pro
                    threads: int | None = None) -> torch.Tensor:
     """The trunk's maps (N, C, 28, 28) float32 of (N,112,112,3) uint8 images, from the C++
     engine where it is built (else PyTorch)."""
-    probe = use_engine(TransferTeacher(trunk, 1, 1), threads)
-    chunks = [probe.features(to_tensor(images[i:i + batch]))
+    return _maps(use_engine(TransferTeacher(trunk, 1, 1), threads), images, batch, progress)
+
+
+def _maps(teacher: TransferTeacher, images: np.ndarray, batch: int = 32, progress: bool = True) -> torch.Tensor:
+    """``teacher.features`` (N, C, 28, 28) of (N,112,112,3) uint8 images, in batches."""
+    chunks = [teacher.features(to_tensor(images[i:i + batch]))
               for i in tqdm(range(0, len(images), batch), desc="trunk features", unit="batch", disable=not progress)]
     return torch.cat(chunks)
 
@@ -167,8 +173,8 @@ def fit_transfer_teacher(
     mean, std = y_all.mean(0), y_all.std(0).clamp_min(1e-6)
     ys = (y_all - mean) / std
     teacher = TransferTeacher(trunk, session.num_neurons, members, readout, pool, mean, std)
-    use_engine(teacher, threads)
-    feats = trunk_features(trunk, session.images[idx], progress=progress, threads=threads) if features is None else features
+    use_engine(teacher, threads)  # compiled once: the maps below and the teacher's later labelling
+    feats = _maps(teacher, session.images[idx], progress=progress) if features is None else features
     if feats.shape != (len(idx), trunk.nums_filters[4], MAP_SIZE, MAP_SIZE):
         raise ValueError(f"features must be ({len(idx)}, {trunk.nums_filters[4]}, 28, 28) for these images and "
                          f"this trunk, got {tuple(feats.shape)}")
