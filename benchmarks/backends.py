@@ -17,7 +17,7 @@ from pathlib import Path
 
 import common
 from compactcortex.compress.backends import run_neurons
-from compactcortex.compress.pipeline import NeuronJob, Recipe, prepare_run
+from compactcortex.compress import NeuronJob, Recipe, prepare_run
 
 
 def main() -> int:

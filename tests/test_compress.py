@@ -134,7 +134,7 @@ TINY = dict(filters=(4, 4, 3, 3, 3), population_steps=3, pool_size=32, batch=8, 
 def test_compress_round_trip_writes_models_summary_and_resumes(v4, tmp_path):
     import json
 
-    from compactcortex.compress.pipeline import Recipe, compress_session
+    from compactcortex.compress import Recipe, compress_session
 
     out = tmp_path / "out"
     summary = compress_session(v4, "190923", out, "published", [3, 0], Recipe(**TINY), threads=2, progress=False)
@@ -164,7 +164,7 @@ def test_compress_round_trip_writes_models_summary_and_resumes(v4, tmp_path):
 def test_a_rerun_with_other_neurons_recomputes_the_shared_ones(v4, tmp_path):
     """Neuron 0's model depends on the neurons distilled with it: a rerun into the same folder
     with another set recomputes it (and says with which set), never reuses the old row."""
-    from compactcortex.compress.pipeline import Recipe, compress_session
+    from compactcortex.compress import Recipe, compress_session
 
     first = compress_session(v4, "190923", tmp_path, "published", [3, 0], Recipe(**TINY), threads=1, progress=False)
     mtime = (tmp_path / "neurons" / "neuron0.json").stat().st_mtime_ns
@@ -177,7 +177,7 @@ def test_a_rerun_with_other_neurons_recomputes_the_shared_ones(v4, tmp_path):
 
 def test_compress_errors_name_the_problem(v4, tmp_path, capsys):
     from compactcortex.cli import main
-    from compactcortex.compress.pipeline import Recipe, compress_session
+    from compactcortex.compress import Recipe, compress_session
 
     with pytest.raises(ValueError, match="no session 999999"):
         compress_session(v4, "999999", tmp_path, "published", [0], Recipe(**TINY), progress=False)
@@ -207,7 +207,7 @@ def test_compress_errors_name_the_problem(v4, tmp_path, capsys):
 
 
 def test_neuron_jobs_take_only_integer_neurons():
-    from compactcortex.compress.pipeline import NeuronJob
+    from compactcortex.compress import NeuronJob
 
     job = NeuronJob("root", "190923", 3, "out", neurons=(3, 0))
     assert NeuronJob.from_dict(job.to_dict()).to_dict() == job.to_dict()
@@ -219,7 +219,7 @@ def test_neuron_jobs_take_only_integer_neurons():
 
 @pytest.mark.parametrize("backbone", ["none", "shared_compact_5", "trunk file"])
 def test_compress_from_recordings_with_a_fitted_teacher(v4, tmp_path, backbone):
-    from compactcortex.compress.pipeline import Recipe, compress_session
+    from compactcortex.compress import Recipe, compress_session
     from compactcortex.fit import load_teacher
     from compactcortex.models.teacher import Ensemble
     from compactcortex.models.transfer import TransferTeacher
@@ -246,7 +246,7 @@ def test_compress_from_recordings_with_a_fitted_teacher(v4, tmp_path, backbone):
 
 
 def test_compress_backbone_names_are_checked(v4, tmp_path):
-    from compactcortex.compress.pipeline import resolve_teacher_backbone
+    from compactcortex.compress import resolve_teacher_backbone
 
     assert resolve_teacher_backbone("auto", v4).name == "shared_compact_model_200filters.keras"
     assert resolve_teacher_backbone("auto", tmp_path) is None  # nothing there: from scratch
@@ -258,7 +258,7 @@ def test_compress_backbone_names_are_checked(v4, tmp_path):
 
 
 def test_compress_with_images_of_another_session(v4, tmp_path):
-    from compactcortex.compress.pipeline import Recipe, compress_session
+    from compactcortex.compress import Recipe, compress_session
 
     summary = compress_session(v4, "211022", tmp_path, "published", [0], Recipe(**TINY), threads=2,
                                images_from="210621", progress=False)
@@ -267,7 +267,7 @@ def test_compress_with_images_of_another_session(v4, tmp_path):
 
 
 def test_compress_refuses_a_folder_of_another_recipe(v4, tmp_path):
-    from compactcortex.compress.pipeline import Recipe, compress_session
+    from compactcortex.compress import Recipe, compress_session
 
     compress_session(v4, "190923", tmp_path, "published", [0], Recipe(**TINY), threads=1, progress=False)
     with pytest.raises(ValueError, match="other settings.*recipe"):
@@ -276,7 +276,7 @@ def test_compress_refuses_a_folder_of_another_recipe(v4, tmp_path):
 
 
 def test_recipe_scales_its_budget_with_the_minutes_per_neuron():
-    from compactcortex.compress.pipeline import DEFAULT_MINUTES_PER_NEURON, Recipe
+    from compactcortex.compress import DEFAULT_MINUTES_PER_NEURON, Recipe
 
     base = Recipe()
     assert base.scaled(None) == base
@@ -292,7 +292,7 @@ def test_recipe_scales_its_budget_with_the_minutes_per_neuron():
 
 WORKER = """
 import json, sys
-from compactcortex.compress.pipeline import compress_neuron
+from compactcortex.compress import compress_neuron
 print(json.dumps(compress_neuron(json.loads(sys.argv[1]))))
 """
 
@@ -305,7 +305,7 @@ def test_compress_neuron_is_a_unit_of_work_for_other_processes(v4, tmp_path):
     import sys
     from dataclasses import asdict
 
-    from compactcortex.compress.pipeline import NeuronJob, Recipe, compress_neuron, compress_session, prepare_run
+    from compactcortex.compress import NeuronJob, Recipe, compress_neuron, compress_session, prepare_run
 
     recipe = asdict(Recipe(**TINY))
     job = NeuronJob(str(v4), "190923", 3, str(tmp_path / "jobs"), neurons=(3, 0), recipe=recipe, threads=1)
@@ -336,7 +336,7 @@ def test_cluster_backends_give_the_local_rows(v4, tmp_path, backend):
     """Ray tasks (a local cluster started here) and a submitit job array (its local executor)
     run the same unit of work: the same rows as the local backend, in the same order."""
     pytest.importorskip("ray" if backend == "ray" else "submitit")
-    from compactcortex.compress.pipeline import Recipe, compress_session
+    from compactcortex.compress import Recipe, compress_session
 
     args = (v4, "190923")
     kw = dict(teacher="published", neurons=[3, 0], recipe=Recipe(**TINY), threads=1, progress=False)
@@ -365,7 +365,7 @@ def test_ray_retries_a_killed_worker(v4, tmp_path):
     import time
     from pathlib import Path
 
-    from compactcortex.compress.pipeline import Recipe, compress_session
+    from compactcortex.compress import Recipe, compress_session
 
     kw = dict(teacher="published", neurons=[3, 0], recipe=Recipe(**{**TINY, "retrain_steps": 6}), threads=1,
               progress=False)

@@ -10,7 +10,7 @@ import numpy as np
 
 __all__ = ["main"]
 
-from .engine.frontend import MAX_THREADS as _THREADS  # the package has loaded the engine already
+from .engine.inputs import MAX_THREADS as _THREADS
 
 
 def _int_arg(lo: int, hi: int):
@@ -225,7 +225,7 @@ def _cmd_consolidation(args: argparse.Namespace) -> int:
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
-    from .compress.pipeline import Recipe, compress_session
+    from .compress import Recipe, compress_session
 
     slurm = {k: v for k, v in (("slurm_partition", args.slurm_partition), ("timeout_min", args.slurm_time_min))
              if v is not None}

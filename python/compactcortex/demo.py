@@ -27,7 +27,7 @@ class DemoConfig:
     """Sizes of the demo. The defaults finish within 10 minutes on 2 CPU cores (213 s measured on
     this project's quiet 2-core Intel Xeon, 2026-12-01).
 
-    The recipe is :class:`compactcortex.compress.pipeline.Recipe`'s (population distillation,
+    The recipe is :class:`compactcortex.compress.Recipe`'s (population distillation,
     pruning in ``rounds`` passes, a final fine-tuning), with smaller sizes: the paper's students
     have 100 filters per layer and are distilled for far longer.
     """
@@ -75,7 +75,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, progress: bool = Tr
     from .data.session import Session
     from .engine.compile import compile
     from .engine.predictor import Predictor
-    from .compress.pipeline import Recipe, prune_and_retrain
+    from .compress import Recipe, prune_and_retrain
     from .fit import TrainConfig, fit_teacher, load_teacher, save_teacher
     from .fit.closed_loop import Rig, closed_loop
     from .fit.distill import distill_population

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .engine.frontend import DEFAULT_SPIN_MS
+from .engine.inputs import DEFAULT_SPIN_MS
 from .engine.population import PopulationPredictor
 
 __all__ = ["LoopPredictor", "top_k", "most_informative", "simulate_trials", "largest_pool", "torch_predictor",

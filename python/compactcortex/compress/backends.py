@@ -1,7 +1,7 @@
 """Where the neurons of a run are compressed: here, as Ray tasks, or as a SLURM job array.
 
-Every backend runs the same unit of work, :func:`~compactcortex.compress.pipeline.compress_neuron`
-on a JSON-able :class:`~compactcortex.compress.pipeline.NeuronJob`, after stage 1 has been saved
+Every backend runs the same unit of work, :func:`~compactcortex.compress.job.compress_neuron`
+on a JSON-able :class:`~compactcortex.compress.job.NeuronJob`, after stage 1 has been saved
 to the run's output folder (shared storage on a cluster). The scheduling is Ray's or SLURM's
 (through submitit), not ours: retries, placement and queues are theirs.
 """
@@ -12,7 +12,7 @@ from typing import Sequence
 
 from tqdm import tqdm
 
-from .pipeline import NeuronJob, compress_neuron
+from .job import NeuronJob, compress_neuron
 
 __all__ = ["BACKENDS", "check_backend", "run_neurons"]
 

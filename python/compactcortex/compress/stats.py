@@ -39,7 +39,7 @@ def channel_stats(model_or_plan, images: np.ndarray, threads: int | None = None)
     match the model's filters). Returns ``{"layer1".."layer4", "readout": ChannelStats}``.
     """
     from ..engine.cpu import channel_moments
-    from ..engine.frontend import default_threads
+    from ..engine.inputs import default_threads
     from ..engine.plan import Plan
 
     if not isinstance(model_or_plan, Plan):

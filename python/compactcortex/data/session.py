@@ -96,8 +96,11 @@ def _load_npy(path: Path) -> np.ndarray:
         raise ValueError(f"{path}: not a readable .npy file ({e})") from None
 
 
-def load_session(root: str | Path, session: str | int) -> Session:
+def load_session(root: str | Path, session: str | int, images: bool = True) -> Session:
     """Load ``session`` from a folder laid out like ``../shared/data/v4`` or the authors' repository.
+
+    ``images=False``: the responses alone, with black placeholder images (for a session whose
+    images are not here, e.g. 211022, used with another session's images).
 
     Raises:
         ValueError: the session is missing, a file is truncated or corrupt, or the arrays'
@@ -110,12 +113,17 @@ def load_session(root: str | Path, session: str | int) -> Session:
         known = ", ".join(list_sessions(root)) or "none"
         raise ValueError(f"{d}: no session {name} (sessions here: {known})")
     img_path = d / "images" / f"images_{name}.zip"
-    if not img_path.is_file():
+    if images and not img_path.is_file():
         raise ValueError(f"{img_path}: missing; session {name} has responses but no images here")
     responses = _load_npy(resp_path)
     raw_path = d / "responses_raw" / f"responses_{name}.npy"
     raw = _load_npy(raw_path) if raw_path.is_file() else None
-    images = read_images(img_path)  # decoded straight from the zip
+    if images:
+        images = read_images(img_path)  # decoded straight from the zip
+    else:
+        if responses.ndim != 2:
+            raise ValueError(f"{resp_path}: shape {responses.shape}, expected (neurons, images)")
+        images = np.zeros((responses.shape[1], 112, 112, 3), np.uint8)
     if responses.ndim != 2 or responses.shape[1] != len(images):
         raise ValueError(f"{resp_path}: shape {responses.shape} does not match the {len(images)} images of {img_path.name}")
     if raw is not None and (raw.ndim != 3 or raw.shape[:2] != responses.shape):

@@ -6,7 +6,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import _engine
-from .frontend import DEFAULT_SPIN_MS, host_out, leading_dim
+from .inputs import DEFAULT_SPIN_MS, host_out, leading_dim
 from .plan import Plan
 
 __all__ = ["CpuBackend", "available_isas", "channel_moments", "executed_macs"]

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .frontend import as_plan, host_out, leading_dim, shared_mean
+from .inputs import as_plan, host_out, leading_dim, shared_mean
 from .plan import Plan
 
 __all__ = ["CudaPredictor", "cuda_available", "cuda_status"]

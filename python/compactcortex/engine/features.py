@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .frontend import MAX_THREADS, default_threads, host_out, leading_dim
+from .inputs import MAX_THREADS, default_threads, host_out, leading_dim
 from .plan import Plan
 
 __all__ = ["TrunkFeatures"]

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from .frontend import DEFAULT_SPIN_MS, PredictorBase
+from .frontend import PredictorBase
+from .inputs import DEFAULT_SPIN_MS
 
 __all__ = ["PopulationPredictor"]
 

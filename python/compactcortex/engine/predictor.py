@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .frontend import DEFAULT_SPIN_MS, PredictorBase, default_threads
+from .frontend import PredictorBase
+from .inputs import DEFAULT_SPIN_MS, default_threads
 from .plan import Plan
 
 __all__ = ["Predictor", "default_threads"]
