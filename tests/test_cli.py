@@ -58,7 +58,8 @@ def test_bench_runs(tmp_path):
     assert r["max_rel_error_vs_torch"] < 1e-4 and r["ms_per_image"]["engine"] > 0
 
 
-@pytest.mark.parametrize("cmd", [[], ["predict"], ["bench"], ["evaluate"], ["demo"], ["data", "digital"], ["loop-bench"], ["preferred"], ["consolidation"]])
+@pytest.mark.parametrize("cmd", [[], ["predict"], ["bench"], ["evaluate"], ["demo"], ["compress"], ["trunk"], ["data", "digital"],
+                                 ["data", "synth"], ["loop-bench"], ["preferred"], ["synth"], ["consolidation"]])
 def test_help(cmd):
     r = subprocess.run([sys.executable, "-m", "compactcortex.cli", *cmd, "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "usage" in r.stdout
@@ -88,3 +89,40 @@ def test_evaluate_published_session(v4, tmp_path):
             pred = torch.cat([model(x[i:i + 100]) for i in range(0, len(x), 100)]).double().numpy()
         expect = np.corrcoef(pred, data.responses[row["neuron"], len(data.images) // 2:])[0, 1]
         assert row["r"] == pytest.approx(expect, abs=1e-5), row
+
+
+def test_renamed_commands_and_module_keep_deprecated_aliases(tmp_path, capsys):
+    """Users' scripts keep working for one minor version, with a warning naming the new name."""
+    with pytest.warns(FutureWarning, match="'compactcortex data synth' is deprecated.*use 'compactcortex data digital'"):
+        assert main(["data", "synth", "--out", str(tmp_path / "d"), "--neurons", "2", "--images", "4",
+                     "--repeats", "2"]) == 0
+    assert (tmp_path / "d" / "digital" / "digital.json").is_file()
+    with pytest.warns(FutureWarning, match="'compactcortex synth' is deprecated.*use 'compactcortex preferred'"):
+        code = main(["synth", "--data", str(tmp_path / "nowhere"), "--neurons", "0"])
+    assert code == 2 and "nowhere" in capsys.readouterr().err  # the new command ran, with its own error
+    code = ("import warnings; warnings.simplefilter('error');\n"
+            "try:\n    import compactcortex.loop\nexcept DeprecationWarning as e:\n    print(e)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "compactcortex.loop is deprecated: import compactcortex.stimulus_loop" in r.stdout
+    with pytest.warns(DeprecationWarning):
+        import importlib
+
+        import compactcortex.loop as old
+        importlib.reload(old)
+    from compactcortex import stimulus_loop
+
+    assert old.LoopPredictor is stimulus_loop.LoopPredictor
+
+
+def test_demo_options_are_the_config_fields():
+    """Each DemoConfig field is a --option with the field's help and default (nothing restated)."""
+    from dataclasses import fields
+
+    from compactcortex.cli import build_parser
+    from compactcortex.demo import DemoConfig
+
+    demo = next(a for a in build_parser()._subparsers._group_actions[0].choices.values() if a.prog.endswith(" demo"))
+    options = {a.dest: a for a in demo._actions}
+    for f in fields(DemoConfig):
+        assert f.name in options and f.metadata["help"] in options[f.name].help
+        assert f"default: {f.default}" in options[f.name].help

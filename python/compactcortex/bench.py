@@ -10,13 +10,13 @@ from typing import Callable
 
 import numpy as np
 
+from .constants import PUBLISHED_FILTERS
 from .engine.plan import Plan
 from .engine.predictor import Predictor
 
 __all__ = ["random_published_like_model", "compare_with_torch"]
 
 #: Filter counts of published model 190923 neuron 0 (~59M multiply-adds per image).
-PUBLISHED_FILTERS = (48, 60, 3, 3, 3)
 
 
 def random_published_like_model(nums_filters=PUBLISHED_FILTERS, seed: int = 0):

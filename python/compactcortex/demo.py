@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +22,14 @@ from .files import atomic_path
 __all__ = ["DemoConfig", "run_demo"]
 
 
+def _opt(default, help: str):
+    """A field with its command-line help."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class DemoConfig:
-    """Sizes of the demo. The defaults finish within 10 minutes on 2 CPU cores (213 s measured on
+    """Sizes of the demo (each field's ``metadata["help"]`` is its ``--option``'s help). The defaults finish within 10 minutes on 2 CPU cores (213 s measured on
     this project's quiet 2-core Intel Xeon, 2026-12-01).
 
     The recipe is :class:`compactcortex.compress.Recipe`'s (population distillation,
@@ -32,28 +37,28 @@ class DemoConfig:
     have 100 filters per layer and are distilled for far longer.
     """
 
-    neurons: int = 3              # neurons distilled and pruned (those with the highest noise ceiling)
-    population: int = 16          # model neurons recorded (the teacher fits all of them)
-    test_images: int = 400        # recorded once, never trained on: R2_ER on their held-out trials
-    initial_images: int = 200     # closed loop: images recorded at random before the first fit ...
-    loop_rounds: int = 3          # ... rounds of choosing ...
-    images_per_round: int = 200   # ... this many images by ensemble disagreement
-    candidates: int = 3000        # procedural candidate pool the loop chooses from
-    repeats: int = 10             # trials per image
-    seed: int = 0
-    members: int = 2              # teacher ensemble members
-    teacher_epochs: int = 10
-    student_filters: int = 32     # the shared student's filters per layer
-    distill_steps: int = 600      # steps of the shared student (every step serves every neuron)
-    distill_lr: float = 2e-3
-    pool_size: int = 4096         # teacher-labelled images the shared student trains on
-    batch: int = 16
-    threshold: float = 0.9        # pruning: fraction of each layer's output variance kept ...
-    rounds: int = 2               # ... in this many passes over the layers
-    retrain_steps: int = 40       # re-training after each pruned layer
-    final_steps: int = 150        # fine-tuning of each compact model at the end
-    fresh_images: int = 200       # new images on which compact models meet the ground truth
-    threads: int | None = None
+    neurons: int = _opt(3, "neurons distilled and pruned (those with the highest noise ceiling)")
+    population: int = _opt(16, "model neurons recorded (the teacher fits all of them)")
+    test_images: int = _opt(400, "recorded once, never trained on: R2_ER on their held-out trials")
+    initial_images: int = _opt(200, "closed loop: images recorded at random before the first fit")
+    loop_rounds: int = _opt(3, "closed loop: rounds of choosing images")
+    images_per_round: int = _opt(200, "closed loop: images chosen per round by ensemble disagreement")
+    candidates: int = _opt(3000, "closed loop: procedural candidate images to choose from")
+    repeats: int = _opt(10, "trials per image")
+    seed: int = _opt(0, "random seed")
+    members: int = _opt(2, "teacher ensemble members")
+    teacher_epochs: int = _opt(10, "teacher epochs")
+    student_filters: int = _opt(32, "filters per layer of the shared student before pruning")
+    distill_steps: int = _opt(600, "steps of the shared student (every step serves every neuron)")
+    distill_lr: float = _opt(2e-3, "distillation learning rate")
+    pool_size: int = _opt(4096, "teacher-labelled images the shared student trains on")
+    batch: int = _opt(16, "images per step")
+    threshold: float = _opt(0.9, "pruning: fraction of each layer's output variance kept")
+    rounds: int = _opt(2, "pruning passes over the layers")
+    retrain_steps: int = _opt(40, "re-training steps after each pruned layer")
+    final_steps: int = _opt(150, "fine-tuning steps of each compact model at the end")
+    fresh_images: int = _opt(200, "new images on which compact models meet the ground truth")
+    threads: int | None = _opt(None, "CPU threads (default: all available)")
 
 
 def _stage(path: Path, make, load, save):

@@ -2,18 +2,42 @@
 ``compress`` pipeline in rooms read top-down: :mod:`.recipe` (the settings), :mod:`.teachers`
 (published, fitted, file or trunk), :mod:`.neuron` (one neuron's pruning and re-training),
 :mod:`.stage1` (the shared student of a run), :mod:`.job` (the unit of work), :mod:`.backends`
-(local, Ray, SLURM) and :mod:`.run` (:func:`compress_session`)."""
-from .job import NeuronJob, compress_neuron
-from .neuron import prune_and_retrain
-from .prune import PruneStep, contribution_gram, prune_greedy, prune_layer, prune_paper, select_filters
-from .recipe import DEFAULT_MINUTES_PER_NEURON, Recipe
-from .run import compress_session
-from .stage1 import prepare_run
-from .stats import ChannelStats, channel_stats, channel_stats_torch
-from .surgery import remove_filters
-from .teachers import DEFAULT_BACKBONE_FILTERS, resolve_teacher_backbone
+(local, Ray, SLURM) and :mod:`.run` (:func:`compress_session`).
 
-__all__ = ["ChannelStats", "channel_stats", "channel_stats_torch", "contribution_gram", "select_filters",
-           "prune_layer", "prune_paper", "prune_greedy", "PruneStep", "remove_filters", "Recipe",
-           "DEFAULT_MINUTES_PER_NEURON", "NeuronJob", "compress_neuron", "compress_session", "prepare_run",
-           "prune_and_retrain", "resolve_teacher_backbone", "DEFAULT_BACKBONE_FILTERS"]
+Names are imported on first use, so that ``compactcortex.compress.recipe`` (the command line's
+defaults) loads without torch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {
+    "ChannelStats": "stats", "channel_stats": "stats", "channel_stats_torch": "stats",
+    "contribution_gram": "prune", "select_filters": "prune", "prune_layer": "prune", "prune_paper": "prune",
+    "prune_greedy": "prune", "PruneStep": "prune", "remove_filters": "surgery",
+    "Recipe": "recipe", "DEFAULT_MINUTES_PER_NEURON": "recipe", "DEFAULT_BACKBONE_FILTERS": "recipe",
+    "NeuronJob": "job", "compress_neuron": "job", "compress_session": "run", "prepare_run": "stage1",
+    "prune_and_retrain": "neuron", "resolve_teacher_backbone": "teachers",
+}
+
+__all__ = list(_LAZY)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .job import NeuronJob, compress_neuron
+    from .neuron import prune_and_retrain
+    from .prune import PruneStep, contribution_gram, prune_greedy, prune_layer, prune_paper, select_filters
+    from .recipe import DEFAULT_BACKBONE_FILTERS, DEFAULT_MINUTES_PER_NEURON, Recipe
+    from .run import compress_session
+    from .stage1 import prepare_run
+    from .stats import ChannelStats, channel_stats, channel_stats_torch
+    from .surgery import remove_filters
+    from .teachers import resolve_teacher_backbone
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,11 +8,12 @@ to the run's output folder (shared storage on a cluster). The scheduling is Ray'
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from tqdm import tqdm
 
-from .job import NeuronJob, compress_neuron
+if TYPE_CHECKING:
+    from .job import NeuronJob
 
 __all__ = ["BACKENDS", "check_backend", "run_neurons"]
 
@@ -37,6 +38,8 @@ def run_neurons(jobs: Sequence[NeuronJob], backend: str = "local", *, address: s
         slurm: submitit executor parameters, e.g. ``{"slurm_partition": "cpu", "timeout_min": 120}``;
             ``{"cluster": "local"}`` runs the array as local processes (for tests).
     """
+    from .job import compress_neuron  # here: the command line reads BACKENDS without torch
+
     check_backend(backend)
     if not jobs:
         return []
@@ -55,6 +58,8 @@ def run_neurons(jobs: Sequence[NeuronJob], backend: str = "local", *, address: s
 
 
 def _on_ray(specs: list[dict], address: str | None, cpus: int, progress: bool) -> list[dict]:
+    from .job import compress_neuron
+
     try:
         import ray
     except ImportError:
@@ -77,6 +82,8 @@ def _on_ray(specs: list[dict], address: str | None, cpus: int, progress: bool) -
 
 
 def _on_slurm(specs: list[dict], cpus: int, options: dict) -> list[dict]:
+    from .job import compress_neuron
+
     try:
         import submitit
     except ImportError:

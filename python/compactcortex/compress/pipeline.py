@@ -10,7 +10,8 @@ from .neuron import prune_and_retrain
 from .recipe import DEFAULT_MINUTES_PER_NEURON, Recipe
 from .run import compress_session
 from .stage1 import prepare_run
-from .teachers import DEFAULT_BACKBONE_FILTERS, resolve_teacher_backbone
+from .recipe import DEFAULT_BACKBONE_FILTERS
+from .teachers import resolve_teacher_backbone
 
 warnings.warn("compactcortex.compress.pipeline is deprecated: import from compactcortex.compress",
               DeprecationWarning, stacklevel=2)

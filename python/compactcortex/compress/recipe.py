@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-__all__ = ["Recipe", "DEFAULT_MINUTES_PER_NEURON"]
+__all__ = ["Recipe", "DEFAULT_MINUTES_PER_NEURON", "DEFAULT_BACKBONE_FILTERS"]
 
 
 @dataclass
@@ -46,3 +46,8 @@ class Recipe:
 
 #: Measured cost of the default Recipe on 2 cores (session 190923, 33 neurons; see the README).
 DEFAULT_MINUTES_PER_NEURON = 2.2
+
+
+#: Filters (layers 0-2) of the shared compact model whose trunk ``--teacher fit`` uses by default
+#: (measured best of 50/100/200 on 210325: ``benchmarks/teachers.py``).
+DEFAULT_BACKBONE_FILTERS = 200

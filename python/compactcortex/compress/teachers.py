@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 
 from ..data.session import Session
-from .recipe import Recipe
+from .recipe import DEFAULT_BACKBONE_FILTERS, Recipe
 
 __all__ = ["RunTeacher", "published_models", "check_teacher", "resolve_teacher_backbone", "load_run_teacher",
            "DEFAULT_BACKBONE_FILTERS"]
@@ -78,9 +78,6 @@ def resolve_teacher_backbone(backbone: str | None, root: Path) -> Path | None:
     return Path(backbone)
 
 
-#: Filters (layers 0-2) of the shared compact model whose trunk ``--teacher fit`` uses by default
-#: (measured best of 50/100/200 on 210325: ``benchmarks/teachers.py``).
-DEFAULT_BACKBONE_FILTERS = 200
 
 
 def load_run_teacher(spec: str, session: Session, neurons: list[int], out: Path, threads: int, recipe: Recipe,

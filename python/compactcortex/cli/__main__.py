@@ -1,0 +1,6 @@
+"""``python -m compactcortex.cli``: the ``compactcortex`` command."""
+import sys
+
+from . import main
+
+sys.exit(main())
