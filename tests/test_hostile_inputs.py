@@ -419,3 +419,25 @@ def test_teacher_weights_are_checked(tmp_path, key, edit, message):
     # the file before the edit loads and predicts
     path, meta, tensors = _small_teacher_file(tmp_path)
     assert np.isfinite(load_teacher(path).predict(np.zeros((2, 112, 112, 3), np.uint8))).all()
+
+
+def test_one_exception_type_for_a_bad_image_with_its_index():
+    """Predictor, PopulationPredictor and LoopPredictor raise the same BadImageError (a ValueError)
+    carrying the image's position in the call; C++ raises it, nothing parses its text."""
+    import pickle
+
+    from compactcortex.stimulus_loop import LoopPredictor
+
+    plan = cc.compile(random_model((4, 3, 3, 3, 2)))
+    x = np.zeros((100, 112, 112, 3), np.float32)
+    x[37, 5, 6, 1] = np.inf
+    calls = [lambda: cc.Predictor(plan, threads=1).predict(x),
+             lambda: cc.PopulationPredictor([plan, plan], threads=2).predict(x),
+             lambda: LoopPredictor([plan], threads=1, max_images=100, chunk=16).predict(x, deadline_s=60.0)]
+    for call in calls:
+        with pytest.raises(cc.BadImageError) as info:
+            call()
+        assert isinstance(info.value, ValueError) and info.value.index == 37
+        assert "image 37 contains NaN or infinity" in str(info.value)
+    again = pickle.loads(pickle.dumps(info.value))
+    assert type(again) is cc.BadImageError and again.index == 37 and str(again) == str(info.value)

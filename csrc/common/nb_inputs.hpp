@@ -56,13 +56,14 @@ void check_out_size(const A& out, int64_t count, int models) {
     check_size(out, count * models, "out", "float32 values (N x models)");
 }
 
-// The ValueError for the first image holding NaN, infinity or a value beyond kMaxInput (bad >= 0;
-// -1: none). Its wording is matched by compactcortex.stimulus_loop and engine/cuda.py.
+// compactcortex.engine.errors.BadImageError(bad) (a ValueError carrying the image's index) for the
+// first image holding NaN, infinity or a value beyond kMaxInput (bad >= 0; -1: none). Called with
+// the GIL held.
 inline void raise_if_bad(int64_t bad) {
-    if (bad >= 0)
-        throw nb::value_error(("images: image " + std::to_string(bad) +
-                               " contains NaN or infinity, or a value beyond +-1e6 (recentred pixels lie "
-                               "within +-255)").c_str());
+    if (bad < 0) return;
+    nb::object error = nb::module_::import_("compactcortex.engine.errors").attr("BadImageError")(bad);
+    PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(error.ptr())), error.ptr());
+    throw nb::python_error();
 }
 
 // Interprets a 4-d array (CPU or CUDA) as NHWC (N,112,112,3) or NCHW (N,3,112,112).

@@ -38,8 +38,9 @@ public:
 
     // Images in device memory; out: device float32 [count][num_models]. All work is enqueued on
     // `stream` (a cudaStream_t, 0 = the legacy default stream) after any earlier call's work.
-    // check: wait for the stream and return the index of the first image holding NaN or
-    // infinity (-1 if none); without check returns -1 at once (such images give NaN outputs).
+    // check: wait for the stream and return the index of the first image holding NaN,
+    // infinity or |value| > kMaxInput (-1 if none); without check returns -1 at once (such
+    // images give NaN outputs).
     int64_t predict_device(const ImageBatch& images, float* out, uintptr_t stream, bool check);
 
     // Images in host memory, each image contiguous (sn = 112*112*3); out: host float32

@@ -38,19 +38,19 @@ public:
     ~Engine();
 
     // Writes one prediction per image to out[0..count). Returns -1, or the index of the first
-    // image that holds a NaN or infinity (out is then unspecified). Thread-safe (serialised).
+    // image that holds a NaN, infinity or a value beyond +-kMaxInput (1e6) (out is then unspecified). Thread-safe (serialised).
     int64_t predict(const ImageBatch& images, float* out);
 
     // Pruning statistics in one pass over the images, without keeping any feature map:
     // [0..3] the depthwise outputs of layers 1-4 (the inputs of their pointwise convolutions)
     // over images and positions; [4] per image, the readout's per-channel contributions
-    // sum_{h,w} readout[h,w,c] * layer4[h,w,c]. Returns the index of the first image with a NaN
-    // or infinity, or -1.
+    // sum_{h,w} readout[h,w,c] * layer4[h,w,c]. Returns the index of the first image with a NaN,
+    // infinity or |value| > kMaxInput, or -1.
     int64_t moments(const ImageBatch& images, std::array<Moments, 5>& out);
 
     // The layer-4 map of each image (after batchnorm and ReLU), (count, 28, 28, n4) in
     // (H, W, C) order, into out; the readout is not applied. A trunk's features for readouts
-    // fitted elsewhere. Returns -1, or the index of the first image with a NaN or infinity.
+    // fitted elsewhere. Returns -1, or the index of the first image with a NaN, infinity or |value| > kMaxInput.
     int64_t features(const ImageBatch& images, float* out);
     const std::array<int, 5>& filters() const { return n_; }
 
@@ -69,11 +69,11 @@ public:
     struct Workspace;
     static std::unique_ptr<Workspace> make_workspace(const std::array<int, 5>& np_max, int width);
     void prepare(Workspace& ws) const;
-    // One image through the whole model on the calling thread; `bad` is set on NaN/inf.
+    // One image through the whole model on the calling thread; `bad` is set on NaN, inf or |value| > kMaxInput.
     float run_image(Workspace& ws, const ImageBatch& images, int64_t i, bool& bad) const;
     // Image i's Winograd layer-0 input tiles, every band, into U (kImageTiles floats, see
     // workspace.hpp), for run_image of any engine of the same mean through a workspace whose shared_u
-    // points at U. Sets ws.bad on NaN/inf.
+    // points at U. Sets ws.bad on NaN, inf or |value| > kMaxInput.
     void transform_input(Workspace& ws, const ImageBatch& images, int64_t i, float* U) const;
 
 private:
@@ -115,7 +115,7 @@ public:
                      std::array<float, 3> mean, bool winograd = true);
     ~PopulationEngine();
 
-    // out is (count, models) row-major. Returns -1 or the first image with NaN/inf.
+    // out is (count, models) row-major. Returns -1 or the first image with NaN, inf or |value| > kMaxInput.
     int64_t predict(const ImageBatch& images, float* out);
 
     int models() const { return int(engines_.size()); }

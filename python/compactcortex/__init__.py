@@ -18,6 +18,7 @@ from .constants import DATASET_MEAN, IMAGE_SIZE
 # compile import torch; the engine's load the compiled module).
 _LAZY = {
     "Plan": "compactcortex.engine.plan",
+    "BadImageError": "compactcortex.engine.errors",
     "Predictor": "compactcortex.engine.predictor",
     "PopulationPredictor": "compactcortex.engine.population",
     "available_isas": "compactcortex.engine.cpu",
@@ -35,6 +36,7 @@ __all__ = ["__version__", "DATASET_MEAN", "IMAGE_SIZE", *_LAZY]
 if TYPE_CHECKING:  # pragma: no cover
     from .engine.cpu import available_isas
     from .engine.cuda import cuda_available, cuda_status
+    from .engine.errors import BadImageError
     from .engine.plan import Plan
     from .engine.population import PopulationPredictor
     from .engine.predictor import Predictor

@@ -7,21 +7,18 @@ call finishes by a deadline, and is safe to call from several threads.
 """
 from __future__ import annotations
 
-import re
 import threading
 import time
 from typing import Any, Sequence
 
 import numpy as np
 
+from .engine.errors import BadImageError
 from .engine.inputs import DEFAULT_SPIN_MS
 from .engine.population import PopulationPredictor
 
 __all__ = ["LoopPredictor", "top_k", "most_informative", "simulate_trials", "largest_pool", "torch_predictor",
            "loop_benchmark"]
-
-_NONFINITE = re.compile(r"image (\d+) (?=contains NaN or infinity)")
-
 
 class LoopPredictor:
     """All neurons' models behind one deadline-aware ``predict``.
@@ -87,8 +84,8 @@ class LoopPredictor:
                     break
                 try:
                     self._pop.predict(images[i:j], out=out[i:j])
-                except ValueError as e:  # the engine counts images from the chunk's start
-                    raise ValueError(_NONFINITE.sub(lambda m: f"image {int(m[1]) + i} ", str(e), 1)) from None
+                except BadImageError as e:  # the engine counts images from the chunk's start
+                    raise e.shifted(i) from None
                 per_image = (time.perf_counter() - t0) / j
         latency = time.perf_counter() - t0
         self._latencies.append(latency)

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import BadImageError
 from .inputs import as_plan, host_out, leading_dim, shared_mean
 from .plan import Plan
 
@@ -213,5 +214,4 @@ class CudaPredictor:
 
 def _raise_bad(bad: int) -> None:
     if bad >= 0:
-        raise ValueError(f"images: image {bad} contains NaN or infinity, or a value beyond +-1e6 "
-                         f"(recentred pixels lie within +-255)")  # as csrc/common/nb_inputs.hpp
+        raise BadImageError(bad)
