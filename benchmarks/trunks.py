@@ -1,7 +1,8 @@
 """Backbones compared on sessions no part of ours was fitted to: transfer teachers on each trunk.
 
 For each backbone -- none (``fit_teacher`` from scratch), our trunks (``--trunks FILE ...``, from
-``compactcortex trunk`` on train sessions only; each member alone), and each of the authors' seven kinds of shared
+``compactcortex trunk`` on train sessions only; each member alone and, for a file of several members,
+all of them: one transfer teacher per member, their predictions averaged), and each of the authors' seven kinds of shared
 compact model at ``--shared-filters`` (marked ``fitted_to_test``: they were fitted to the neurons of
 190923, 201025, 210225 and 211022) -- a transfer teacher (4 factorised readouts, the default) is
 fitted to each session's fit half and scored on its test half: median Pearson r with the
@@ -33,17 +34,19 @@ KINDS = ("from_ensemble_model", "from_V4data_direct_fit", "from_resnet50", "from
          "from_cornets", "linear_from_ensemble_model")
 
 
-def backbones(args) -> list[tuple[str, object, bool]]:
-    """(name, trunk, fitted to the test sessions) for every backbone compared."""
-    out: list[tuple[str, object, bool]] = []
+def backbones(args) -> list[tuple[str, list, bool]]:
+    """(name, trunks whose teachers are averaged, fitted to the test sessions) for every backbone."""
+    out: list[tuple[str, list, bool]] = []
     for path in args.trunks:
         trunks, _ = load_trunks(path)
         cores = [resolve_backbone(path, member=k) for k in range(len(trunks))]
         for k, core in enumerate(cores[: args.single_members]):
-            out.append((f"ours {Path(path).name} member {k}", core, False))
+            out.append((f"ours {Path(path).name} member {k}", [core], False))
+        if len(cores) > 1:
+            out.append((f"ours {Path(path).name} all {len(cores)} members", cores, False))
     for kind in args.kinds:
         f = args.data / "shared_compact_models" / kind / f"shared_compact_model_{args.shared_filters}filters.keras"
-        out.append((f"{kind} {args.shared_filters}", resolve_backbone(f), True))
+        out.append((f"{kind} {args.shared_filters}", [resolve_backbone(f)], True))
     return out
 
 
@@ -86,11 +89,11 @@ def main() -> int:
             pred = teacher.predict(s.images[s.test_indices])
             record({"session": name, "backbone": "none (from scratch)", "fitted_to_test": False,
                     "fit_s": round(time.perf_counter() - t0, 1), **common.test_half_score(s, pred)})
-    for label, trunk, fitted in backbones(args):
+    for label, trunks, fitted in backbones(args):
         for name, s in sessions.items():
             t0 = time.perf_counter()
-            teacher = fit_transfer_teacher(s, trunk, args.members, progress=False, threads=args.threads)
-            pred = teacher.predict(s.images[s.test_indices])
+            pred = np.mean([fit_transfer_teacher(s, trunk, args.members, progress=False, threads=args.threads)
+                            .predict(s.images[s.test_indices]) for trunk in trunks], axis=0)
             record({"session": name, "backbone": label, "fitted_to_test": fitted,
                     "fit_s": round(time.perf_counter() - t0, 1), **common.test_half_score(s, pred)})
     print(f"\n{'backbone':<48} {'fitted to test':>14} " + " ".join(f"{n:>14}" for n in sessions))

@@ -316,3 +316,12 @@ def test_importing_the_metrics_and_data_loads_neither_torch_nor_the_engine() -> 
     code = "import compactcortex as cc; assert cc.Predictor and cc.available_isas() and cc.Plan"
     run = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-500:]
+
+
+def test_pearson_r1_is_one_row_of_pearson_r() -> None:
+    from compactcortex.metrics import pearson_r1
+
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=7), rng.normal(size=7).astype(np.float32)
+    assert pearson_r1(a, b) == float(pearson_r(a[None], b[None].astype(np.float64))[0])
+    assert np.isnan(pearson_r1(np.ones(5), a[:5]))

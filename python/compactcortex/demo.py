@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_path
+from .files import atomic_path, write_json
 
 __all__ = ["DemoConfig", "run_demo"]
 
@@ -84,7 +84,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, progress: bool = Tr
     from .fit import TrainConfig, fit_teacher, load_teacher, save_teacher
     from .fit.closed_loop import Rig, closed_loop
     from .fit.distill import distill_population
-    from .metrics import noise_corrected_r2, pearson_r
+    from .metrics import noise_corrected_r2, pearson_r1
     from .models.compact import CompactModel
 
     cfg = cfg or DemoConfig()
@@ -128,8 +128,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, progress: bool = Tr
         with atomic_path(out / "data" / "recorded.npz") as tmp, open(tmp, "wb") as fh:
             np.savez(fh, images=s.images, raw=s.raw)
         save_teacher(teacher, teacher_path)
-        with atomic_path(loop_path) as tmp:
-            tmp.write_text(json.dumps(loop, indent=1))
+        write_json(loop_path, loop)
     fit_images = s.images
     teacher_params = sum(p.numel() for p in teacher.parameters())
     teacher_test = teacher.predict(test.images).T  # (neurons, test images)
@@ -179,9 +178,9 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, progress: bool = Tr
             "r2er_teacher": r2er(k, teacher_test[k]),
             "r2er_student": r2er(k, pred_student),
             "r2er_compact": r2er(k, pred_compact),
-            "r_compact_vs_teacher": float(pearson_r(teacher_test[k][None], pred_compact[None])[0]),
-            "r_teacher_vs_truth": float(pearson_r(truth_fresh[k][None], teacher_fresh[k][None])[0]),
-            "r_compact_vs_truth": float(pearson_r(truth_fresh[k][None], engine_pred(compact, fresh)[None])[0]),
+            "r_compact_vs_teacher": pearson_r1(teacher_test[k], pred_compact),
+            "r_teacher_vs_truth": pearson_r1(truth_fresh[k], teacher_fresh[k]),
+            "r_compact_vs_truth": pearson_r1(truth_fresh[k], engine_pred(compact, fresh)),
         })
         compacts.append((compact, pred_compact))
 
@@ -212,8 +211,7 @@ def _write_report(out: Path, summary: dict, compacts, test, teacher_test) -> Non
     plot_predicted_vs_measured([r["neuron"] for r in summary["neurons"]], [p for _, p in compacts],
                                test.responses, out / "predicted_vs_measured.png")
     plot_layer0_filters([m for m, _ in compacts], [r["neuron"] for r in summary["neurons"]], out / "layer0_filters.png")
-    with atomic_path(out / "summary.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=1))
+    write_json(out / "summary.json", summary)
     lines = ["# compactcortex demo", "",
              "The paper's pipeline on the embedded digital V4 population: closed-loop recording and teacher "
              "ensemble -> distilled student -> pruned compact model, per neuron. R2_ER: noise-corrected R2 on "

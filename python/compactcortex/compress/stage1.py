@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from ..data.session import load_session
-from ..files import atomic_path
+from ..files import write_json
+from ..metrics import pearson_r1
 from ..models.compact import CompactModel
 from ..models.image_tensor import to_tensor
 from .neuron import prune_and_retrain
@@ -23,13 +24,6 @@ if TYPE_CHECKING:
     from .job import NeuronJob
 
 __all__ = ["SessionRun", "prepare_run", "session_run", "claim_folder"]
-
-
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson r of two (images,) vectors (NaN if one is constant): metrics.pearson_r on one row."""
-    from ..metrics import pearson_r
-
-    return float(pearson_r(np.asarray(a, np.float64)[None], np.asarray(b, np.float64)[None])[0])
 
 
 def _to_jsonable(v):
@@ -131,13 +125,13 @@ class SessionRun:
         row = {"neuron": k, "distilled_with": None if self.all_neurons else list(self.chosen),
                "teacher_params": int(tch.params(k)), "compact_params": compact.num_parameters(),
                "compact_filters": list(compact.nums_filters), "published_params": tch.published.get(k),
-               "r_teacher_test": _pearson(pred, self.teacher_test[:, i]), "r_test": None,
+               "r_teacher_test": pearson_r1(pred, self.teacher_test[:, i]), "r_test": None,
                "r_teacher_model_test": None, "r2er_test": None, "r2er_teacher_test": None}
         if self.same_images:
             data = self.data
             resp = data.responses[k, data.test_indices]
-            row["r_test"] = _pearson(pred, resp)
-            row["r_teacher_model_test"] = _pearson(self.teacher_test[:, i], resp)
+            row["r_test"] = pearson_r1(pred, resp)
+            row["r_teacher_model_test"] = pearson_r1(self.teacher_test[:, i], resp)
             if data.raw is not None:
                 raw = data.raw[k:k + 1, data.test_indices]
                 row["r2er_test"] = float(noise_corrected_r2(raw, pred[None])[0])
@@ -175,5 +169,4 @@ def claim_folder(out: Path, settings: dict) -> None:
             raise ValueError(f"{out} holds a run with other settings ({', '.join(diff)} differ); "
                              "use another --out, or delete it to start over")
         return
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(settings, indent=1))
+    write_json(path, settings)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_path, checked_name
+from ..files import checked_name, write_json
 from ..constants import DATASET_MEAN, IMAGE_SIZE
 from .procedural import procedural
 from .session import Session, load_session, save_session
@@ -501,8 +501,7 @@ def save_digital_population(pop: DigitalPopulation, root: str | Path, name: str 
     doc = {"format": FORMAT, "version": FORMAT_VERSION, "model": MODEL, "session": name,
            "generator": pop.generator, "channels": list(CHANNELS), "neurons": pop.neurons.to_dict()}
     path = _json_path(root, name)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(doc, indent=1))
+    write_json(path, doc)
     return path
 
 

@@ -45,6 +45,11 @@ def pearson_r(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return _pearson(a, as_matrix(b, "b", a.shape))
 
 
+def pearson_r1(a: np.ndarray, b: np.ndarray) -> float:
+    """:func:`pearson_r` of two (images,) vectors: one neuron's r as a float (NaN if one is constant)."""
+    return float(pearson_r(np.asarray(a, np.float64)[None], np.asarray(b, np.float64)[None])[0])
+
+
 def raw_r2(responses_mean: np.ndarray, predictions: np.ndarray) -> np.ndarray:
     """Uncorrected R2: the squared Pearson correlation of predictions and mean responses.
 
