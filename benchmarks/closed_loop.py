@@ -27,7 +27,7 @@ from compactcortex.data.digital import digital_population
 from compactcortex.data.procedural import procedural
 from compactcortex.fit import TrainConfig, fit_teacher
 from compactcortex.fit.closed_loop import Rig, closed_loop
-from compactcortex.report_plots import plot_closed_loop
+from compactcortex.plots.reports import plot_closed_loop
 
 
 def main() -> int:

@@ -7,9 +7,8 @@ import torch
 
 import compactcortex as cc
 from compactcortex.analysis import (cluster_filters, consolidation, filter_similarity, layer0_filters,
-                                    plot_consolidation, plot_filter_clusters, plot_filter_similarity,
-                                    pointwise_input_rms, preferred_stimuli, save_gallery, surrogate_filters,
-                                    unit_filters)
+                                    pointwise_input_rms, preferred_stimuli, surrogate_filters, unit_filters)
+from compactcortex.plots.analysis import plot_consolidation, plot_filter_clusters, plot_filter_similarity, save_gallery
 from compactcortex.analysis.preferred import gaussian_blur, roll_each
 from compactcortex.data.procedural import procedural
 from compactcortex.models.image_tensor import to_tensor

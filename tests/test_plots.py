@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from compactcortex.analysis import (cluster_filters, consolidation, filter_similarity, plot_consolidation,
-                                    plot_filter_clusters, plot_filter_similarity, save_gallery)
+from compactcortex.analysis import cluster_filters, consolidation, filter_similarity
 from compactcortex.analysis.preferred import PreferredStimuli
-from compactcortex.report_plots import (plot_accuracy_vs_params, plot_closed_loop, plot_layer0_filters,
-                                        plot_predicted_vs_measured, plot_r_vs_params)
+from compactcortex.plots.analysis import plot_consolidation, plot_filter_clusters, plot_filter_similarity, save_gallery
+from compactcortex.plots.reports import (plot_accuracy_vs_params, plot_closed_loop, plot_layer0_filters,
+                                         plot_predicted_vs_measured, plot_r_vs_params)
 
 from helpers import random_model
 
@@ -65,7 +65,7 @@ def test_layer0_filters_shows_every_filter_up_to_the_limit(models, tmp_path):
     assert drawn == [6, 6, 6]   # 6 layer-0 filters each, 2 empty cells per row
     first = fig.axes[0].images[0].get_array()
     w = models[0].layer0_conv.weight.detach().double().numpy().transpose(0, 2, 3, 1)[0]
-    np.testing.assert_allclose(first, (w - w.min()) / np.ptp(w), rtol=1e-6)
+    np.testing.assert_allclose(first, 0.5 + 0.5 * w / np.abs(w).max(), rtol=1e-6)  # grey is 0, as every filter plot
     assert_png(tmp_path / "f.png")
 
 
@@ -143,3 +143,19 @@ def test_consolidation_plot_has_a_row_of_three_panels_per_layer(models, tmp_path
         np.testing.assert_allclose(drawn, expect)
         assert sum(p.get_height() for p in row[1].patches) == sum(consolidation(m, layer)["n_out"] for m in models)
     assert_png(tmp_path / "p.png")
+
+
+def test_moved_plot_modules_keep_deprecated_aliases():
+    import importlib
+
+    import compactcortex.analysis as analysis
+    from compactcortex.plots import analysis as new_analysis
+    from compactcortex.plots import reports
+
+    with pytest.warns(DeprecationWarning, match="compactcortex.analysis.save_gallery is deprecated"):
+        assert analysis.save_gallery is new_analysis.save_gallery
+    for old, new in (("compactcortex.report_plots", reports), ("compactcortex.plotting", None)):
+        with pytest.warns(DeprecationWarning, match=f"{old} is deprecated"):
+            module = importlib.reload(importlib.import_module(old))
+        if new is not None:
+            assert module.plot_r_vs_params is new.plot_r_vs_params

@@ -196,7 +196,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, progress: bool = Tr
         "config": asdict(cfg),
     }
     say("[6/7] plots")
-    from .report_plots import plot_closed_loop
+    from .plots.reports import plot_closed_loop
 
     plot_closed_loop({"active": [loop["rounds"]]}, out / "closed_loop.png")
     say("[7/7] report")
@@ -205,7 +205,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, progress: bool = Tr
 
 
 def _write_report(out: Path, summary: dict, compacts, test, teacher_test) -> None:
-    from .report_plots import plot_accuracy_vs_params, plot_layer0_filters, plot_predicted_vs_measured
+    from .plots.reports import plot_accuracy_vs_params, plot_layer0_filters, plot_predicted_vs_measured
 
     plot_accuracy_vs_params(summary["neurons"], out / "accuracy_vs_params.png")
     plot_predicted_vs_measured([r["neuron"] for r in summary["neurons"]], [p for _, p in compacts],

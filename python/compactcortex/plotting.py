@@ -1,26 +1,10 @@
-"""Matplotlib for every plot of the package: a headless backend, PNGs written atomically."""
+"""Deprecated: moved to :mod:`compactcortex.plots`; this alias goes in the next minor version."""
 from __future__ import annotations
 
-from pathlib import Path
+import warnings
 
-from .files import atomic_path
+from .plots import pyplot, save_png  # noqa: F401
 
 __all__ = ["pyplot", "save_png"]
 
-
-def pyplot():
-    """``matplotlib.pyplot`` on the Agg backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_png(fig, path: str | Path):
-    """Write ``fig`` to ``path`` as PNG (atomically), close it, and return it (for inspection)."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    pyplot().close(fig)
-    return fig
+warnings.warn("compactcortex.plotting is deprecated: import compactcortex.plots", DeprecationWarning, stacklevel=2)

@@ -24,7 +24,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analysis import plot_consolidation, plot_filter_clusters, plot_filter_similarity
+    from ..plots.analysis import plot_consolidation, plot_filter_clusters, plot_filter_similarity
     from ..analysis.consolidation import NULLS, cluster_filters, filter_similarity, summarise
     from ..data.procedural import procedural
     from ..files import write_json

@@ -30,7 +30,8 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analysis import preferred_stimuli, save_gallery
+    from ..analysis import preferred_stimuli
+    from ..plots.analysis import save_gallery
     from ..data.procedural import procedural
 
     if args.model:

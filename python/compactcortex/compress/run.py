@@ -93,7 +93,7 @@ def compress_session(
                "neurons": rows}
     write_json(Path(out) / "summary.json", summary)
     _RUNS.clear()  # free the teacher and the data; a rerun starts from the files
-    from ..report_plots import plot_r_vs_params
+    from ..plots.reports import plot_r_vs_params
 
     plot_r_vs_params(summary, Path(out) / "r_vs_params.png")
     return summary

@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from ..plotting import pyplot, save_png
-from .consolidation import (NULLS, FilterClusters, FilterSimilarity, cluster_filters, consolidation, filter_similarity,
+from ..analysis.consolidation import (NULLS, FilterClusters, FilterSimilarity, cluster_filters, consolidation, filter_similarity,
                             pointwise_input_rms)
-from .preferred import PreferredStimuli
+from ..analysis.preferred import PreferredStimuli
+from . import filter_rgb, pyplot, save_png
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -44,12 +44,6 @@ def save_gallery(result: PreferredStimuli, path: str | Path, neurons: Sequence[i
             ax.set_yticks([])
         ax_row[0].set_ylabel(labels[i] if labels is not None else f"neuron {i}", fontsize=9)
     return save_png(fig, path)
-
-
-def _rgb(filters: np.ndarray) -> np.ndarray:
-    """(..., 5, 5, 3) signed filters -> RGB in [0, 1], grey = 0, each scaled by its own max |value|."""
-    scale = np.abs(filters).reshape(*filters.shape[:-3], -1).max(axis=-1)[..., None, None, None]
-    return 0.5 + 0.5 * filters / np.maximum(scale, 1e-300)
 
 
 def plot_filter_similarity(models: Sequence, path: str | Path, seed: int = 0,
@@ -87,7 +81,7 @@ def plot_filter_clusters(models: Sequence, path: str | Path, k: int = 16, seed: 
     grid = fig.add_gridspec(3, k, height_ratios=[1, 1.5, 3])
     for j in range(k):
         ax = fig.add_subplot(grid[0, j])
-        ax.imshow(_rgb(c.centroids[j]), interpolation="nearest")
+        ax.imshow(filter_rgb(c.centroids[j]), interpolation="nearest")
         ax.set_title(f"{j}", fontsize=8)
         ax.axis("off")
     bars = fig.add_subplot(grid[1, :])
