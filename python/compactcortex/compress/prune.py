@@ -49,12 +49,9 @@ def select_filters(gram: np.ndarray, threshold: float = 0.9) -> tuple[np.ndarray
     return np.sort(order), 1.0
 
 
-def _reader_weights(model: CompactModel, layer: int) -> np.ndarray | None:
+def _reader_weights(plan, layer: int) -> np.ndarray | None:
     """Folded weights of the pointwise conv that reads layer ``layer``'s filters (None: readout)."""
-    if layer == 4:
-        return None
-    plan = compile(model, drop_dead_channels=False)
-    return np.asarray(plan.pw[layer], np.float64)
+    return None if layer == 4 else np.asarray(plan.pw[layer], np.float64)
 
 
 def _stat_name(layer: int) -> str:
@@ -64,8 +61,9 @@ def _stat_name(layer: int) -> str:
 def prune_layer(model: CompactModel, layer: int, images: np.ndarray, threshold: float = 0.9,
                 threads: int | None = None) -> tuple[CompactModel, float]:
     """Prune the filters of ``layer`` (0-4) by the paper's rule; returns (smaller model, explained)."""
-    stats = channel_stats(model, images, threads=threads)[_stat_name(layer)]
-    keep, explained = select_filters(contribution_gram(stats, _reader_weights(model, layer)), threshold)
+    plan = compile(model, drop_dead_channels=False)  # once: the statistics and the reader's weights
+    stats = channel_stats(plan, images, threads=threads)[_stat_name(layer)]
+    keep, explained = select_filters(contribution_gram(stats, _reader_weights(plan, layer)), threshold)
     return remove_filters(model, layer, keep), explained
 
 
@@ -124,13 +122,13 @@ def prune_greedy(model: CompactModel, images: np.ndarray, evaluate, tolerance: f
     base = evaluate(model)
     history = [PruneStep(-1, model.nums_filters, model.num_parameters(), accuracy=base)]
     for _ in range(max_steps):
-        stats = channel_stats(model, images, threads=threads)
         plan = compile(model, drop_dead_channels=False)
+        stats = channel_stats(plan, images, threads=threads)
         candidates = []
         for layer in range(5):
             if model.nums_filters[layer] <= 1:
                 continue
-            g = contribution_gram(stats[_stat_name(layer)], None if layer == 4 else np.asarray(plan.pw[layer], np.float64))
+            g = contribution_gram(stats[_stat_name(layer)], _reader_weights(plan, layer))
             share = np.diag(g) / max(float(g.sum()), 1e-30)
             j = int(np.argmin(share))
             candidates.append((float(share[j]), layer, j))
