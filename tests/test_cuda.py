@@ -469,3 +469,16 @@ def test_device_argument_without_a_gpu():
             cc.Predictor(model, device="cuda")
         with pytest.raises(RuntimeError, match="CUDA is not usable"):
             cc.PopulationPredictor([model], device="cuda:0")
+
+
+@pytest.mark.parametrize("option, name", [({"threads": 2}, "threads"), ({"isa": "avx2"}, "isa"),
+                                          ({"spin_ms": 5.0}, "spin_ms"), ({"layer0": "winograd"}, "layer0='winograd'")])
+def test_cpu_only_options_are_refused_on_cuda_not_ignored(option, name):
+    """Checked before CUDA's availability, so this runs on any machine."""
+    from helpers import random_model
+
+    plan = cc.compile(random_model((3, 2, 2, 2, 2)))
+    for cls in (cc.Predictor, lambda p, **k: cc.PopulationPredictor([p, p], **k)):
+        with pytest.raises(ValueError, match=f"device 'cuda': {re.escape(name)} apply to the CPU engine only"):
+            cls(plan, device="cuda", **option)
+    assert cc.Predictor(plan, threads=1, **{k: v for k, v in option.items() if k != "threads"}).threads == 1

@@ -21,23 +21,29 @@ class PredictorBase:
     """
 
     def __init__(self, models_or_plans: Sequence[Any], single: bool, threads: int | None, isa: str,
-                 layer0: str, device: str, spin_ms: float = DEFAULT_SPIN_MS) -> None:
+                 layer0: str | None, device: str, spin_ms: float | None = None) -> None:
         plans = [as_plan(m) for m in models_or_plans]
         mean = shared_mean(plans)
-        if layer0 not in ("winograd", "direct"):
+        if layer0 not in (None, "winograd", "direct"):
             raise ValueError(f"layer0 must be 'winograd' or 'direct', got {layer0!r}")
-        threads = default_threads() if threads is None else int(threads)
-        if not 1 <= threads <= MAX_THREADS:
+        if threads is not None and not 1 <= int(threads) <= MAX_THREADS:
             raise ValueError(f"threads must be between 1 and {MAX_THREADS}, got {threads}")
-        if not 0 <= float(spin_ms) <= 1e4:
+        if spin_ms is not None and not 0 <= float(spin_ms) <= 1e4:
             raise ValueError(f"spin_ms must be between 0 and 10000, got {spin_ms}")
         if device == "cpu":
             from .cpu import CpuBackend
 
-            self._backend = CpuBackend(plans, mean, single, threads, isa, layer0 == "winograd", spin_ms)
+            self._backend = CpuBackend(plans, mean, single, default_threads() if threads is None else int(threads),
+                                       isa, layer0 != "direct", DEFAULT_SPIN_MS if spin_ms is None else spin_ms)
         elif device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
             from .cuda import CudaPredictor, cuda_available, cuda_status
 
+            ignored = [name for name, given in (("threads", threads is not None), ("isa", isa != "auto"),
+                                                ("spin_ms", spin_ms is not None),
+                                                ("layer0='winograd'", layer0 == "winograd")) if given]
+            if ignored:
+                raise ValueError(f"device {device!r}: {', '.join(ignored)} apply to the CPU engine only (the CUDA "
+                                 "kernels run direct convolutions on the GPU's own schedule)")
             if not cuda_available():
                 raise RuntimeError(f"device {device!r} requested, but CUDA is not usable: {cuda_status()}")
             self._backend = CudaPredictor(plans[0] if single else plans, device=int(device[5:] or 0))

@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from .frontend import PredictorBase
-from .inputs import DEFAULT_SPIN_MS
 
 __all__ = ["PopulationPredictor"]
 
@@ -26,7 +25,7 @@ class PopulationPredictor(PredictorBase):
     """
 
     def __init__(self, models_or_plans: Sequence[Any], threads: int | None = None, isa: str = "auto",
-                 layer0: str = "winograd", device: str = "cpu", spin_ms: float = DEFAULT_SPIN_MS) -> None:
+                 layer0: str | None = None, device: str = "cpu", spin_ms: float | None = None) -> None:
         super().__init__(list(models_or_plans), False, threads, isa, layer0, device, spin_ms)
 
     def predict(self, images: Any, out: Any = None) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from .frontend import PredictorBase
-from .inputs import DEFAULT_SPIN_MS, default_threads
+from .inputs import default_threads
 from .plan import Plan
 
 __all__ = ["Predictor", "default_threads"]
@@ -23,14 +23,18 @@ class Predictor(PredictorBase):
         device: ``"cpu"`` (the C++ engine) or ``"cuda"`` / ``"cuda:N"`` (the CUDA kernels of
             :class:`~compactcortex.engine.cuda.CudaPredictor`: torch CUDA tensors are read in
             place on the current stream and give torch CUDA outputs; numpy arrays are copied).
-        layer0: ``"winograd"`` (default): layer 0 by Winograd F(4x4, 5x5), about 3x fewer
-            operations than ``"direct"`` (the plain convolution), with float32 rounding errors of
-            the same order (measured on the published models: ~1e-6 of the output scale).
+        layer0: ``"winograd"`` (the CPU default): layer 0 by Winograd F(4x4, 5x5), about 3x fewer
+            operations than ``"direct"`` (the plain convolution; the CUDA kernels' only one), with
+            float32 rounding errors of the same order (measured on the published models: ~1e-6 of
+            the output scale).
         spin_ms: after each call the worker threads poll for the next one this long (ms, default
             0.2) before sleeping. On virtual machines a core that has slept runs the next calls
             slowly, so two threads only beat one after a pause if they kept polling: a stimulus
             loop that calls every T ms and wants the lowest latency sets ``spin_ms`` above T (and
             pays that CPU time). The CPU engine only.
+
+    Options the chosen device cannot honour (``threads``, ``isa`` other than ``"auto"``,
+    ``spin_ms`` or ``layer0="winograd"`` on CUDA) are refused with a ``ValueError``, not ignored.
 
     A batch smaller than the threads is split by rows, claimed from both ends as the threads
     arrive, so a thread that wakes late takes a smaller share instead of holding up the call.
@@ -40,7 +44,7 @@ class Predictor(PredictorBase):
     """
 
     def __init__(self, model_or_plan: Any, threads: int | None = None, isa: str = "auto",
-                 layer0: str = "winograd", device: str = "cpu", spin_ms: float = DEFAULT_SPIN_MS) -> None:
+                 layer0: str | None = None, device: str = "cpu", spin_ms: float | None = None) -> None:
         super().__init__([model_or_plan], True, threads, isa, layer0, device, spin_ms)
 
     @property
