@@ -151,7 +151,9 @@ private:
 
 NB_MODULE(_engine, m) {
     m.doc() = "compactcortex C++ CPU engine (no Python or torch inside).";
-    cc_nb::bind_train(m);
+    // Test hooks (single kernels, probes): compared with their references by the tests; not API.
+    nb::module_ testing = m.def_submodule("_testing", "Test hooks: single kernels and probes (not API).");
+    cc_nb::bind_train(m, testing);
 
     nb::class_<PyEngine>(m, "Engine")
         .def(nb::init<std::array<int, 5>, FloatIn, FloatIn, std::vector<FloatIn>,
@@ -192,7 +194,7 @@ NB_MODULE(_engine, m) {
           "Kernel variants this CPU and build can run (the first is what 'auto' picks, except "
           "emu512, which only exists to test the 16-wide code on AVX2 machines).");
     m.def("vector_width", [](const std::string& isa) { return cc::select_kernels(isa)->width; }, "isa"_a);
-    m.def("_denormals_flushed", [](int threads) {
+    testing.def("denormals_flushed", [](int threads) {
         // For each thread of a pool: does a subnormal input read as zero (DAZ) and a subnormal
         // result become zero (FTZ)? volatile keeps the compiler from folding the arithmetic.
         cc::ThreadPool pool(threads);
@@ -207,17 +209,17 @@ NB_MODULE(_engine, m) {
         });
         return out;
     }, "threads"_a, "Per pool thread, whether subnormal floats are flushed to zero inside its jobs (tests).");
-    m.def("_wino0_scratch_floats", &cc::wino0_scratch_floats, "wout"_a, "width"_a,
+    testing.def("wino0_scratch_floats", &cc::wino0_scratch_floats, "wout"_a, "width"_a,
           "Floats of scratch that _kernel_wino0_band needs for Wout output pixels at this vector width.");
 
     // Direct, unchecked access to one kernel of one table: for the tests against the reference only.
-    m.def("_kernel_conv0_row",
+    testing.def("kernel_conv0_row",
           [](const std::string& isa, FloatIn in, int64_t S, int Wout, FloatIn w, FloatIn b, int Cp,
              FloatOut out) {
               cc::select_kernels(isa)->conv0_row(in.data(), S, Wout, w.data(), b.data(), Cp, out.data());
           },
           "isa"_a, "inp"_a, "S"_a, "Wout"_a, "w"_a, "b"_a, "Cp"_a, "out"_a);
-    m.def("_kernel_wino0_band",
+    testing.def("kernel_wino0_band",
           [](const std::string& isa, FloatIn in, int64_t S, int Wout, FloatIn V, FloatIn b, int Cp,
              FloatOut out, FloatOut scratch) {
               float* rows[4];
@@ -228,11 +230,11 @@ NB_MODULE(_engine, m) {
               k->wino0_product(U.data(), Wout, V.data(), b.data(), Cp, rows, scratch.data());
           },
           "isa"_a, "inp"_a, "S"_a, "Wout"_a, "V"_a, "b"_a, "Cp"_a, "out"_a, "scratch"_a);
-    m.def("_kernel_gram_row",
+    testing.def("kernel_gram_row",
           [](const std::string& isa, FloatIn a, int M, int lda, int n, FloatOut G, int ldg,
              FloatOut sums) { cc::select_kernels(isa)->gram_row(a.data(), M, lda, n, G.data(), ldg, sums.data()); },
           "isa"_a, "a"_a, "M"_a, "lda"_a, "n"_a, "G"_a, "ldg"_a, "sums"_a);
-    m.def("_kernel_dw_row",
+    testing.def("kernel_dw_row",
           [](const std::string& isa, FloatIn rows, int64_t row_stride, int s, int Wout, FloatIn dw,
              int Cp, FloatOut tmp) {
               const float* r[5];
@@ -240,7 +242,7 @@ NB_MODULE(_engine, m) {
               cc::select_kernels(isa)->dw_row(r, s, Wout, dw.data(), Cp, tmp.data());
           },
           "isa"_a, "rows"_a, "row_stride"_a, "s"_a, "Wout"_a, "dw"_a, "Cp"_a, "tmp"_a);
-    m.def("_kernel_pw_row",
+    testing.def("kernel_pw_row",
           [](const std::string& isa, FloatIn a, int M, int K, int lda, FloatIn B, FloatIn b, int Np,
              FloatOut out, int64_t ldo) {
               cc::select_kernels(isa)->pw_row(a.data(), M, K, lda, B.data(), b.data(), Np, out.data(), ldo);

@@ -166,7 +166,7 @@ def test_checkpoint_without_settings_is_refused(tmp_path):
 
 @pytest.mark.parametrize("threads", [1, 3])
 def test_pool_threads_flush_subnormals(threads):
-    assert _engine._denormals_flushed(threads) == [1] * threads
+    assert _engine._testing.denormals_flushed(threads) == [1] * threads
 
 
 # ---- outputs that alias inputs ---------------------------------------------------------------------

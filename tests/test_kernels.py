@@ -36,7 +36,7 @@ def test_conv0_row(isa, channels, wout):
         bp = np.zeros(Cp, np.float32)
         bp[:channels] = b
         out = np.full(wout * Cp, np.nan, np.float32)
-        E._kernel_conv0_row(name, inp, S, wout, wp, bp, Cp, out)
+        E._testing.kernel_conv0_row(name, inp, S, wout, wp, bp, Cp, out)
         outs[name] = out.reshape(wout, Cp)
     got, ref = outs[isa], outs["reference"]
     np.testing.assert_allclose(got[:, :channels], ref, rtol=1e-5, atol=1e-4)
@@ -58,9 +58,9 @@ def test_dw_row(isa, channels, stride, wout):
     dw = np.zeros((25, Cp), np.float32)
     dw[:, :channels] = rng.normal(size=(25, channels))
     got = np.full((wout, Cp), np.nan, np.float32)
-    E._kernel_dw_row(isa, rows.ravel(), in_w * Cp, stride, wout, dw.ravel(), Cp, got.ravel())
+    E._testing.kernel_dw_row(isa, rows.ravel(), in_w * Cp, stride, wout, dw.ravel(), Cp, got.ravel())
     ref = np.zeros((wout, channels), np.float32)
-    E._kernel_dw_row("reference", np.ascontiguousarray(rows[:, :, :channels]).ravel(), in_w * channels,
+    E._testing.kernel_dw_row("reference", np.ascontiguousarray(rows[:, :, :channels]).ravel(), in_w * channels,
                      stride, wout, np.ascontiguousarray(dw[:, :channels]).ravel(), channels, ref.ravel())
     np.testing.assert_allclose(got[:, :channels], ref, rtol=1e-5, atol=1e-4)
     # and the reference itself against numpy
@@ -83,9 +83,9 @@ def test_pw_row(isa, k, n, m):
     bp = np.zeros(Np, np.float32)
     bp[:n] = b
     got = np.full((m, Np), np.nan, np.float32)
-    E._kernel_pw_row(isa, a.ravel(), m, k, lda, Bp, bp, Np, got.ravel(), Np)
+    E._testing.kernel_pw_row(isa, a.ravel(), m, k, lda, Bp, bp, Np, got.ravel(), Np)
     ref = np.zeros((m, n), np.float32)
-    E._kernel_pw_row("reference", a.ravel(), m, k, lda, B.ravel(), b, n, ref.ravel(), n)
+    E._testing.kernel_pw_row("reference", a.ravel(), m, k, lda, B.ravel(), b, n, ref.ravel(), n)
     np.testing.assert_allclose(got[:, :n], ref, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(ref, np.maximum(a[:, :k] @ B.T + b, 0), rtol=1e-4, atol=1e-4)
     assert np.all(got[:, n:] == 0)
@@ -121,12 +121,12 @@ def test_wino0_band_matches_direct_convolution(isa, channels, wout):
     bp = np.zeros(Cp, np.float32)
     bp[:channels] = b
     out = np.full((4, wout, Cp), np.nan, np.float32)
-    scratch = np.zeros(E._wino0_scratch_floats(wout, width), np.float32)
-    E._kernel_wino0_band(isa, inp, S, wout, V, bp, Cp, out.ravel(), scratch)
+    scratch = np.zeros(E._testing.wino0_scratch_floats(wout, width), np.float32)
+    E._testing.kernel_wino0_band(isa, inp, S, wout, V, bp, Cp, out.ravel(), scratch)
     wd = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(channels, 75))  # [c][ky][kx][ci]
     for p in range(4):
         ref = np.zeros(wout * channels, np.float32)
-        E._kernel_conv0_row("reference", inp[p * S:], S, wout, wd.ravel(), b, channels, ref)
+        E._testing.kernel_conv0_row("reference", inp[p * S:], S, wout, wd.ravel(), b, channels, ref)
         ref = ref.reshape(wout, channels)
         scale = max(np.abs(ref).max(), 1e-6)
         assert np.abs(out[p, :, :channels] - ref).max() <= 1e-5 * scale, (p, isa)

@@ -148,7 +148,7 @@ def test_gemm_kernel_on_odd_sizes(isa, M, Nv, K, transposed):
     A = np.array([[X[i * si + t * st] for t in range(K)] for i in range(M)], np.float64)
     expect = C + A @ Y[:, :N]
     out = C.copy()
-    _engine._train_kernel_gemm(isa, M, N, K, X, si, st, Y.ravel(), N + width, out.ravel(), N, True)
+    _engine._testing.train_kernel_gemm(isa, M, N, K, X, si, st, Y.ravel(), N + width, out.ravel(), N, True)
     np.testing.assert_allclose(out, expect, rtol=1e-4, atol=1e-4 * np.abs(expect).max())
 
 
@@ -164,9 +164,9 @@ def test_depthwise_kernels_match_the_reference(isa, s, Win, pad, has):
     outs = []
     for which in (isa, "reference"):
         out = np.zeros(Wout * C, np.float32)
-        _engine._train_kernel_dw_row(which, rows, list(has), Win, pad, s, Wout, w, C, out)
+        _engine._testing.train_kernel_dw_row(which, rows, list(has), Win, pad, s, Wout, w, C, out)
         drows, dw = np.ones_like(rows), np.ones(25 * C, np.float32)
-        _engine._train_kernel_dw_row_backward(which, rows, drows, list(has), Win, pad, s, Wout, w, g, C, dw)
+        _engine._testing.train_kernel_dw_row_backward(which, rows, drows, list(has), Win, pad, s, Wout, w, g, C, dw)
         outs.append((out, drows, dw))
     for got, ref in zip(*outs):
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())

@@ -121,7 +121,7 @@ void backward(tr::Tape& tape, FIn gout, std::optional<std::vector<FOut>> grads, 
 
 }  // namespace
 
-void bind_train(nb::module_& m) {
+void bind_train(nb::module_& m, nb::module_& testing) {
     nb::class_<tr::Tape>(m, "Tape", "What a training forward pass keeps for its backward pass.")
         .def_prop_ro("count", &tr::Tape::count)
         .def("backward", &backward, "grad_out"_a, "grads"_a.none(), "dx"_a.none(), "filters"_a,
@@ -141,7 +141,7 @@ void bind_train(nb::module_& m) {
         .def_prop_ro("threads", &PyTrainer::threads)
         .def_prop_ro("isa", &PyTrainer::isa);
 
-    m.def("_train_kernel_gemm",
+    testing.def("train_kernel_gemm",
           [](const std::string& isa, int M, int N, int K, FIn X, int64_t si, int64_t st, FIn Y, int64_t ldy,
              FOut C, int64_t ldc, bool accumulate) {
               tr::select_train_kernels(isa)->gemm(M, N, K, X.data(), si, st, Y.data(), ldy, C.data(), ldc,
@@ -150,7 +150,7 @@ void bind_train(nb::module_& m) {
           "isa"_a, "M"_a, "N"_a, "K"_a, "X"_a, "si"_a, "st"_a, "Y"_a, "ldy"_a, "C"_a, "ldc"_a,
           "accumulate"_a, "Unchecked access to one training kernel, for the tests.");
     // rows: (5, Win, C) input rows (row ky absent where has_row[ky] is false), w (25, C).
-    m.def("_train_kernel_dw_row",
+    testing.def("train_kernel_dw_row",
           [](const std::string& isa, FIn rows, std::array<bool, 5> has_row, int Win, int pad, int s, int Wout,
              FIn w, int C, FOut out) {
               const float* r[5];
@@ -158,7 +158,7 @@ void bind_train(nb::module_& m) {
               tr::select_train_kernels(isa)->dw_row(r, Win, pad, s, Wout, w.data(), C, out.data());
           },
           "isa"_a, "rows"_a, "has_row"_a, "Win"_a, "pad"_a, "s"_a, "Wout"_a, "w"_a, "C"_a, "out"_a);
-    m.def("_train_kernel_dw_row_backward",
+    testing.def("train_kernel_dw_row_backward",
           [](const std::string& isa, FIn rows, FOut drows, std::array<bool, 5> has_row, int Win, int pad, int s,
              int Wout, FIn w, FIn g, int C, FOut dw) {
               const float* r[5];

@@ -3,5 +3,5 @@
 #include <nanobind/nanobind.h>
 
 namespace cc_nb {
-void bind_train(nanobind::module_& m);
+void bind_train(nanobind::module_& m, nanobind::module_& testing);  // testing: the kernels' test hooks
 }
