@@ -91,3 +91,9 @@ def response_statistics(rates: np.ndarray) -> dict[str, float]:
     return {"mean_rate_min": float(means.min()), "mean_rate_max": float(means.max()),
             "peak_to_mean_min": float((rates.max(axis=1) / means).min()),
             "signal_correlation_abs_median": float(np.median(np.abs(corr)))}
+
+
+#: A compress Recipe small enough for tests (seconds per neuron): what they check is the
+#: bookkeeping, files and numbers' consistency, not accuracy.
+TINY_RECIPE = dict(filters=(4, 4, 3, 3, 3), population_steps=3, pool_size=32, batch=8, retrain_steps=2,
+                   teacher_members=1, teacher_epochs=1)
