@@ -22,6 +22,15 @@ else:
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "v4"
 
 
+def pytest_configure(config):
+    """Under pytest-xdist, each worker's default threads (PyTorch's and the engine's) are its share
+    of the CPUs: oversubscribed thread pools that spin-wait cost more than they gain. Tests that ask
+    for a number of threads still get it."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // workers))
+
+
 @pytest.fixture
 def plan_file(tmp_path) -> Path:
     """A saved Plan of a small random model."""
@@ -33,7 +42,7 @@ def plan_file(tmp_path) -> Path:
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def v4() -> Path:
     """The published V4 data folder; tests using it skip where it is absent."""
     if not (DATA / "compact_models" / "torch").is_dir():

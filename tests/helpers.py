@@ -96,4 +96,4 @@ def response_statistics(rates: np.ndarray) -> dict[str, float]:
 #: A compress Recipe small enough for tests (seconds per neuron): what they check is the
 #: bookkeeping, files and numbers' consistency, not accuracy.
 TINY_RECIPE = dict(filters=(4, 4, 3, 3, 3), population_steps=3, pool_size=32, batch=8, retrain_steps=2,
-                   teacher_members=1, teacher_epochs=1)
+                   final_steps=4, teacher_members=1, teacher_epochs=1)

@@ -164,3 +164,13 @@ def test_thread_limits_are_clear_errors(tmp_path):
     r = subprocess.run(["bash", "-c", f"ulimit -v 3000000; exec {sys.executable} -c \"$0\"", code],
                        capture_output=True, text=True, timeout=120, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
     assert "refused: could not start 1000 threads" in r.stdout, (r.stdout, r.stderr[-2000:])
+
+
+@pytest.mark.parametrize("value, capped", [("1", True), ("", False), ("0", False), ("two", False)])
+def test_default_threads_follow_omp_num_threads(monkeypatch, value, capped):
+    """OMP_NUM_THREADS (PyTorch's knob) caps the engine's default threads too; unset, empty or
+    nonsense values leave the CPUs the process may run on."""
+    from compactcortex.engine.inputs import default_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    assert default_threads() == (1 if capped else len(os.sched_getaffinity(0)))

@@ -38,11 +38,14 @@ def as_plan(model_or_plan: Any) -> Plan:
 
 
 def default_threads() -> int:
-    """CPUs this process may run on."""
+    """CPUs this process may run on, capped by ``OMP_NUM_THREADS`` where that is set (as PyTorch's
+    default is), so that one variable limits both on a shared machine."""
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    limit = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return min(cpus, int(limit)) if limit.isdigit() and int(limit) > 0 else cpus
 
 
 def shared_mean(plans: Sequence[Plan]) -> tuple[float, float, float]:

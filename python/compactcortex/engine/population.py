@@ -13,10 +13,11 @@ class PopulationPredictor(PredictorBase):
 
     Args:
         models_or_plans: Plans, paths to saved Plans, or CompactModels (compiled here).
-        threads: worker threads (default: all CPUs available). Images go in groups of two per
-            thread: each image is read and its Winograd layer-0 input transform computed once
-            for all models, then (model, image) pairs are spread over the threads, so both many
-            models and many images keep every thread busy.
+        threads: worker threads (default: the CPUs this process may use, at most
+            ``OMP_NUM_THREADS``). Images go in groups of two per thread: each image is read and
+            its Winograd layer-0 input transform computed once for all models, then (model, image)
+            pairs are spread over the threads, so both many models and many images keep every
+            thread busy.
         isa, layer0, device, spin_ms: as for :class:`~compactcortex.Predictor` (``device="cuda"`` runs all
             models in one launch per layer on the GPU).
 

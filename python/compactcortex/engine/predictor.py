@@ -16,8 +16,9 @@ class Predictor(PredictorBase):
     Args:
         model_or_plan: a :class:`Plan`, a path to a saved Plan, or a ``CompactModel`` (compiled
             on the spot, which needs torch).
-        threads: worker threads (default: the CPUs this process may use). A batch is split into
-            whole images per thread; images left over are split by rows across the threads.
+        threads: worker threads (default: the CPUs this process may use, at most
+            ``OMP_NUM_THREADS``). A batch is split into whole images per thread; images left over
+            are split by rows across the threads.
         isa: kernel variant, ``"auto"`` (widest the CPU supports), ``"avx512"``, ``"avx2"``,
             ``"sse2"`` or ``"reference"`` (scalar, for checking).
         device: ``"cpu"`` (the C++ engine) or ``"cuda"`` / ``"cuda:N"`` (the CUDA kernels of
