@@ -11,7 +11,8 @@ Settings (all on one GPU, float32 recentred images in NCHW, the same tensor for 
 
 Competitors:
 
-* ``engine``: ``CudaPredictor.predict(x, out=out, check_finite=False)`` (default workspace);
+* ``engine``: ``Predictor(device="cuda").predict(x, out=out, check_finite=False)`` (and
+  ``PopulationPredictor``; default workspace);
   ``engine_checked`` with the NaN check (waits for the stream); ``engine_ws64`` /
   ``engine_ws1024``: workspace 64 / 1024 MiB (chunk size);
 * ``torch_eager``: the ``CompactModel`` (batchnorm unfolded, as users run it) in
@@ -54,7 +55,7 @@ import numpy as np
 
 import common
 from common import Runner
-from compactcortex.bench import random_published_like_model
+from compactcortex.models.random import random_published_like_model
 
 DEFAULT_MODEL = common.published_model_path(common.DATA, "190923", 0)
 MAX_CALLS = 20    # calls per sample at most
@@ -197,7 +198,7 @@ def main(argv=None) -> int:
     import torch
 
     import compactcortex as cc
-    from compactcortex.engine.cuda import CudaPredictor, cuda_available, cuda_status
+    from compactcortex.engine.cuda import cuda_available, cuda_status
 
     dry = args.cpu_dry_run
     status = cuda_status()
@@ -221,7 +222,8 @@ def main(argv=None) -> int:
         if dry:  # stand-in: the CPU engine on CPU tensors
             pred = cc.Predictor(plans) if single else cc.PopulationPredictor(plans)
             return lambda x: pred.predict(x)
-        pred = CudaPredictor(plans, workspace_mb=workspace_mb)
+        make = cc.Predictor if single else cc.PopulationPredictor
+        pred = make(plans, device="cuda", workspace_mb=workspace_mb)
         return lambda x, out=None: pred.predict(x, out=out, check_finite=checked)
 
     def with_tf32(fn):

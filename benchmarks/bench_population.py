@@ -35,7 +35,7 @@ from tqdm import tqdm
 import common
 import compactcortex as cc
 from common import Runner
-from compactcortex.bench import random_published_like_model
+from compactcortex.models.random import random_published_like_model
 
 POPULATION = 33  # models of one recorded session
 

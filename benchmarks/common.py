@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable
 import numpy as np
 
 import compactcortex as cc
-from compactcortex.bench import PUBLISHED_FILTERS, random_published_like_model
+from compactcortex.constants import PUBLISHED_FILTERS
+from compactcortex.models.random import random_published_like_model
 from compactcortex.files import write_json as _write_json
 from compactcortex.metrics import pearson_r
 

@@ -11,8 +11,10 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include "common/isa.hpp"
 #include "common/nb_inputs.hpp"
 #include "engine/engine.hpp"
 #include "train/bind_train.hpp"
@@ -31,64 +33,80 @@ using cc_nb::to_weights;
 using FloatOut = nb::ndarray<float, nb::c_contig, nb::device::cpu>;
 using AnyIn = nb::ndarray<nb::device::cpu, nb::ro>;
 
-// nanobind raises std::invalid_argument (an unknown isa) as ValueError, std::runtime_error (one
-// this CPU or build lacks) as RuntimeError.
+// The one place the engines' limits are checked (the Python front end passes them through).
 // Each thread holds a workspace of ~1.4 MB for a published-size model; beyond this, a typo.
 constexpr int kMaxThreads = 1024;
 
+// nanobind raises std::invalid_argument (an unknown isa) as ValueError, std::runtime_error (one
+// this CPU or build lacks) as RuntimeError.
 const cc::KernelTable* kernels_for(const std::string& isa, int threads) {
     if (threads < 1 || threads > kMaxThreads)
-        throw nb::value_error(("threads must be between 1 and " + std::to_string(kMaxThreads)).c_str());
+        throw nb::value_error(("threads must be between 1 and " + std::to_string(kMaxThreads) + ", got " +
+                               std::to_string(threads)).c_str());
     return cc::select_kernels(isa);
 }
 
-double checked_spin(double ms) {
-    if (!(ms >= 0.0 && ms <= 1e4)) throw nb::value_error("spin_ms must be between 0 and 10000");
-    return ms;
-}
-
-class PyEngine {
+// One model (cc::Engine, predictions (N,)) or a population (cc::PopulationEngine, (N, models)):
+// the same calls, checks and GIL release for both.
+template <class E>
+class Bound {
 public:
-    PyEngine(std::array<int, 5> n, FloatIn w0, FloatIn b0, std::vector<FloatIn> dw,
-             std::vector<FloatIn> pw, std::vector<FloatIn> pb, FloatIn readout, float readout_bias,
-             std::array<float, 3> mean, int threads, const std::string& isa, bool winograd) {
-        const cc::KernelTable* k = kernels_for(isa, threads);
-        eng_.reset(new cc::Engine(to_weights({n, w0, b0, dw, pw, pb, readout, readout_bias}), k, threads,
-                                  mean, winograd));
-    }
+    explicit Bound(std::unique_ptr<E> e) : eng_(std::move(e)) {}
 
     void predict(AnyIn images, FloatOut out) {
         const cc::ImageBatch b = as_batch(images);
-        check_out_shape(out, {b.count});
+        if constexpr (std::is_same_v<E, cc::Engine>)
+            check_out_shape(out, {b.count});
+        else
+            check_out_shape(out, {b.count, eng_->models()});
+        run([&] { return eng_->predict(b, out.data()); });
+    }
+
+    std::string isa() const { return eng_->isa(); }
+    int threads() const { return eng_->threads(); }
+    bool winograd() const { return eng_->winograd(); }
+    int vector_width() const { return eng_->vector_width(); }
+    double spin_ms() const { return eng_->spin_us() / 1e3; }
+    void set_spin_ms(double ms) {
+        if (!(ms >= 0.0 && ms <= 1e4))
+            throw nb::value_error(("spin_ms must be between 0 and 10000, got " + std::to_string(ms)).c_str());
+        eng_->set_spin_us(ms * 1e3);
+    }
+
+protected:
+    // Runs the kernels without the GIL; a non-finite or out-of-range image raises BadImageError.
+    template <class F>
+    void run(F&& kernels) {
         int64_t bad;
         {
             nb::gil_scoped_release release;
-            bad = eng_->predict(b, out.data());
+            bad = kernels();
         }
         raise_if_bad(bad);
     }
+
+    std::unique_ptr<E> eng_;
+};
+
+class PyEngine : public Bound<cc::Engine> {
+public:
+    PyEngine(std::array<int, 5> n, FloatIn w0, FloatIn b0, std::vector<FloatIn> dw,
+             std::vector<FloatIn> pw, std::vector<FloatIn> pb, FloatIn readout, float readout_bias,
+             std::array<float, 3> mean, int threads, const std::string& isa, bool winograd)
+        : Bound(std::make_unique<cc::Engine>(to_weights({n, w0, b0, dw, pw, pb, readout, readout_bias}),
+                                             kernels_for(isa, threads), threads, mean, winograd)) {}
 
     void features(AnyIn images, FloatOut out) {
         const cc::ImageBatch b = as_batch(images);
         check_out_shape(out, {b.count, 28, 28, eng_->filters()[4]});
-        int64_t bad;
-        {
-            nb::gil_scoped_release release;
-            bad = eng_->features(b, out.data());
-        }
-        raise_if_bad(bad);
+        run([&] { return eng_->features(b, out.data()); });
     }
 
     // {name: (count, sum (n,), gram (n, n))} for "layer1".."layer4" and "readout".
     nb::dict moments(AnyIn images) {
         const cc::ImageBatch b = as_batch(images);
         std::array<cc::Moments, 5> m;
-        int64_t bad;
-        {
-            nb::gil_scoped_release release;
-            bad = eng_->moments(b, m);
-        }
-        raise_if_bad(bad);
+        run([&] { return eng_->moments(b, m); });
         nb::dict out;
         const char* names[5] = {"layer1", "layer2", "layer3", "layer4", "readout"};
         for (int l = 0; l < 5; ++l) {
@@ -104,48 +122,40 @@ public:
         }
         return out;
     }
-
-    std::string isa() const { return eng_->isa(); }
-    int threads() const { return eng_->threads(); }
-    bool winograd() const { return eng_->winograd(); }
-    int vector_width() const { return eng_->vector_width(); }
-    double spin_ms() const { return eng_->spin_us() / 1e3; }
-    void set_spin_ms(double ms) { eng_->set_spin_us(checked_spin(ms) * 1e3); }
-
-private:
-    std::unique_ptr<cc::Engine> eng_;
 };
 
-class PyPopulation {
+class PyPopulation : public Bound<cc::PopulationEngine> {
 public:
     PyPopulation(const std::vector<ModelTuple>& models, std::array<float, 3> mean, int threads,
-                 const std::string& isa, bool winograd) {
-        if (models.empty()) throw nb::value_error("a population needs at least one model");
-        const cc::KernelTable* k = kernels_for(isa, threads);
-        eng_.reset(new cc::PopulationEngine(to_weights(models), k, threads, mean, winograd));
-    }
-
-    void predict(AnyIn images, FloatOut out) {
-        const cc::ImageBatch b = as_batch(images);
-        check_out_shape(out, {b.count, eng_->models()});
-        int64_t bad;
-        {
-            nb::gil_scoped_release release;
-            bad = eng_->predict(b, out.data());
-        }
-        raise_if_bad(bad);
-    }
+                 const std::string& isa, bool winograd)
+        : Bound(make(models, mean, threads, isa, winograd)) {}
 
     int models() const { return eng_->models(); }
-    int threads() const { return eng_->threads(); }
-    std::string isa() const { return eng_->isa(); }
-    int vector_width() const { return eng_->vector_width(); }
-    double spin_ms() const { return eng_->spin_us() / 1e3; }
-    void set_spin_ms(double ms) { eng_->set_spin_us(checked_spin(ms) * 1e3); }
 
 private:
-    std::unique_ptr<cc::PopulationEngine> eng_;
+    static std::unique_ptr<cc::PopulationEngine> make(const std::vector<ModelTuple>& models,
+                                                      std::array<float, 3> mean, int threads,
+                                                      const std::string& isa, bool winograd) {
+        if (models.empty()) throw nb::value_error("a population needs at least one model");
+        return std::make_unique<cc::PopulationEngine>(to_weights(models), kernels_for(isa, threads), threads,
+                                                      mean, winograd);
+    }
 };
+
+// The properties and predict call both classes share.
+template <class Py>
+void bind_common(nb::class_<Py>& c, const char* predict_doc) {
+    c.def("predict", [](Py& self, AnyIn images, FloatOut out) { self.predict(images, out); }, "images"_a,
+          "out"_a, predict_doc)
+        .def_prop_ro("isa", [](const Py& self) { return self.isa(); })
+        .def_prop_ro("threads", [](const Py& self) { return self.threads(); })
+        .def_prop_ro("winograd", [](const Py& self) { return self.winograd(); })
+        .def_prop_ro("vector_width", [](const Py& self) { return self.vector_width(); },
+                     "floats per vector of the kernels in use")
+        .def_prop_rw("spin_ms", [](const Py& self) { return self.spin_ms(); },
+                     [](Py& self, double ms) { self.set_spin_ms(ms); },
+                     "How long idle worker threads poll for the next call before sleeping (ms).");
+}
 
 }  // namespace
 
@@ -155,41 +165,28 @@ NB_MODULE(_engine, m) {
     nb::module_ testing = m.def_submodule("_testing", "Test hooks: single kernels and probes (not API).");
     cc_nb::bind_train(m, testing);
 
-    nb::class_<PyEngine>(m, "Engine")
-        .def(nb::init<std::array<int, 5>, FloatIn, FloatIn, std::vector<FloatIn>,
-                      std::vector<FloatIn>, std::vector<FloatIn>, FloatIn, float,
-                      std::array<float, 3>, int, const std::string&, bool>(),
-             "n"_a, "w0"_a, "b0"_a, "dw"_a, "pw"_a, "pb"_a, "readout"_a, "readout_bias"_a,
-             "mean"_a, "threads"_a, "isa"_a = "auto", "winograd"_a = true)
-        .def("predict", &PyEngine::predict, "images"_a, "out"_a,
-             "Predict into out (float32, shape (N,)). images: (N,112,112,3) or (N,3,112,112); "
-             "float32/float64 recentred pixels or uint8 raw pixels.")
+    nb::class_<PyEngine> engine(m, "Engine");
+    engine.def(nb::init<std::array<int, 5>, FloatIn, FloatIn, std::vector<FloatIn>, std::vector<FloatIn>,
+                        std::vector<FloatIn>, FloatIn, float, std::array<float, 3>, int, const std::string&, bool>(),
+               "n"_a, "w0"_a, "b0"_a, "dw"_a, "pw"_a, "pb"_a, "readout"_a, "readout_bias"_a, "mean"_a,
+               "threads"_a, "isa"_a = "auto", "winograd"_a = true)
         .def("features", &PyEngine::features, "images"_a, "out"_a,
              "The layer-4 map of each image (after batchnorm and ReLU) into out (float32, shape "
              "(N, 28, 28, n4), (H, W, C) order); the readout is not applied.")
         .def("moments", &PyEngine::moments, "images"_a,
              "Pruning statistics in one pass: {name: (count, sum, gram)} for the depthwise outputs "
              "of layer1..layer4 (over images and positions) and the readout's per-channel "
-             "contributions (over images).")
-        .def_prop_ro("isa", &PyEngine::isa)
-        .def_prop_ro("threads", &PyEngine::threads)
-        .def_prop_ro("winograd", &PyEngine::winograd)
-        .def_prop_ro("vector_width", &PyEngine::vector_width, "floats per vector of the kernels in use")
-        .def_prop_rw("spin_ms", &PyEngine::spin_ms, &PyEngine::set_spin_ms,
-                     "How long idle worker threads poll for the next call before sleeping (ms).");
+             "contributions (over images).");
+    bind_common(engine, "Predict into out (float32, shape (N,)). images: (N,112,112,3) or (N,3,112,112); "
+                        "float32/float64 recentred pixels or uint8 raw pixels.");
 
-    nb::class_<PyPopulation>(m, "Population")
-        .def(nb::init<const std::vector<ModelTuple>&, std::array<float, 3>, int, const std::string&, bool>(),
-             "models"_a, "mean"_a, "threads"_a, "isa"_a = "auto", "winograd"_a = true)
-        .def("predict", &PyPopulation::predict, "images"_a, "out"_a,
-             "Predict every model into out (float32, shape (N, models)).")
-        .def_prop_ro("models", &PyPopulation::models)
-        .def_prop_ro("threads", &PyPopulation::threads)
-        .def_prop_ro("isa", &PyPopulation::isa)
-        .def_prop_ro("vector_width", &PyPopulation::vector_width, "floats per vector of the kernels in use")
-        .def_prop_rw("spin_ms", &PyPopulation::spin_ms, &PyPopulation::set_spin_ms,
-                     "How long idle worker threads poll for the next call before sleeping (ms).");
+    nb::class_<PyPopulation> population(m, "Population");
+    population.def(nb::init<const std::vector<ModelTuple>&, std::array<float, 3>, int, const std::string&, bool>(),
+                   "models"_a, "mean"_a, "threads"_a, "isa"_a = "auto", "winograd"_a = true)
+        .def_prop_ro("models", &PyPopulation::models);
+    bind_common(population, "Predict every model into out (float32, shape (N, models)).");
 
+    m.attr("MAX_THREADS") = kMaxThreads;
     m.def("available_isas", &cc::available_isas,
           "Kernel variants this CPU and build can run (the first is what 'auto' picks, except "
           "emu512, which only exists to test the 16-wide code on AVX2 machines).");

@@ -28,7 +28,7 @@ def load_models(session: str):
     try:
         return cc.load_published_session(DATA, session), f"published models of session {session}"
     except ValueError:
-        from compactcortex.bench import random_published_like_model
+        from compactcortex.models.random import random_published_like_model
 
         return [random_published_like_model(seed=i) for i in range(33)], "33 random published-size models"
 

@@ -7,7 +7,7 @@ import numpy as np
 
 def random_model(filters, seed=0, dtype=None):
     """A CompactModel with random weights and batchnorm statistics (eval mode)."""
-    from compactcortex.bench import random_published_like_model
+    from compactcortex.models.random import random_published_like_model
 
     m = random_published_like_model(filters, seed=seed)
     return m if dtype is None else m.to(dtype)

@@ -112,6 +112,11 @@ def test_renamed_commands_and_module_keep_deprecated_aliases(tmp_path, capsys):
     from compactcortex import stimulus_loop
 
     assert old.LoopPredictor is stimulus_loop.LoopPredictor
+    import compactcortex.bench as bench
+    from compactcortex.models.random import random_published_like_model
+
+    with pytest.warns(FutureWarning, match="moved to compactcortex.models.random.random_published_like_model"):
+        assert bench.random_published_like_model is random_published_like_model
 
 
 def test_demo_options_are_the_config_fields():

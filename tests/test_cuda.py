@@ -3,12 +3,13 @@
 Three groups of tests:
 
 * without a GPU, everywhere: importing works, ``cuda_available()`` / ``cuda_status()`` say why
-  not, CudaPredictor refuses clearly;
+  not, the predictors on ``device="cuda"`` refuse clearly;
 * the CUDA runner and kernels built as CPU emulation (csrc/cuda/emulate.cpp: every CUDA thread a
   fiber, see csrc/cuda/compat.cuh) against the CPU engine: checks the kernels' indexing,
   padding, tiling, barriers, chunking and NaN flags on machines without a GPU (needs a C++20
   compiler; skipped without one);
-* on a GPU (skipped with the reason from ``cuda_status()`` elsewhere): CudaPredictor against the
+* on a GPU (skipped with the reason from ``cuda_status()`` elsewhere): ``Predictor`` and
+  ``PopulationPredictor`` on ``device="cuda"`` against the
   CPU engine and a float64 PyTorch reference on the GPU, random and published models, odd batch
   sizes, all input dtypes and layouts, populations, streams, NaN handling.
 
@@ -111,8 +112,9 @@ def test_unavailable_without_gpu():
     if cuda_available():
         pytest.skip(f"a CUDA device is usable here ({cuda_status()})")
     plan = lively_plan((3, 3, 3, 3, 3))
-    with pytest.raises(RuntimeError, match="cannot run here"):
-        CudaPredictor(plan)
+    with pytest.warns(FutureWarning, match="CudaPredictor is deprecated.*Predictor"), \
+            pytest.raises(RuntimeError, match="cannot run here"):
+        CudaPredictor(plan)  # the deprecated alias of the front ends' CUDA backend
     # The front ends say why, with the status, instead of falling back to the CPU.
     for make in (lambda: cc.Predictor(plan, device="cuda"), lambda: cc.PopulationPredictor([plan], device="cuda:0")):
         with pytest.raises(RuntimeError, match=re.escape(cuda_status())):
@@ -334,7 +336,7 @@ def _cuda(x):
 def test_gpu_matches_cpu_engine_and_torch(filters, batch):
     plan = lively_plan(filters, seed=sum(filters) + batch)
     x = images(batch, seed=batch)
-    pred = CudaPredictor(plan)
+    pred = cc.Predictor(plan, device="cuda")
     y = pred.predict(_cuda(x)).cpu().numpy()
     assert y.shape == (batch,) and y.dtype == np.float32
     assert rel_err(y, cc.Predictor(plan).predict(x)) <= TOL
@@ -350,10 +352,10 @@ def test_gpu_published_models(batch):
     u8 = raw_pixels(batch, seed=11)
     x = (u8.astype(np.float32) - np.array(plans[0].mean, np.float32))
     for p in plans:
-        y = CudaPredictor(p).predict(_cuda(u8)).cpu().numpy()
+        y = cc.Predictor(p, device="cuda").predict(_cuda(u8)).cpu().numpy()
         assert rel_err(y, cc.Predictor(p).predict(u8)) <= TOL
         assert rel_err(y, torch_reference([p], x)[:, 0]) <= TOL
-    pop = CudaPredictor(plans).predict(_cuda(u8)).cpu().numpy()
+    pop = cc.PopulationPredictor(plans, device="cuda").predict(_cuda(u8)).cpu().numpy()
     assert pop.shape == (batch, len(plans))
     assert rel_err(pop, torch_reference(plans, x)) <= TOL
 
@@ -363,7 +365,7 @@ def test_gpu_dtypes_layouts_strides():
     import torch
 
     plan = lively_plan((48, 60, 3, 3, 3), seed=2)
-    pred = CudaPredictor(plan)
+    pred = cc.Predictor(plan, device="cuda")
     u8 = raw_pixels(7, seed=3)
     ref = cc.Predictor(plan).predict(u8)
     t8 = _cuda(u8)
@@ -392,9 +394,9 @@ def test_gpu_population_matches_single_models(batch):
     plans = [lively_plan(tuple(int(v) for v in rng.choice(FILTER_CHOICES, 5)), seed=i) for i in range(9)]
     x = images(batch, seed=4)
     ref = np.stack([cc.Predictor(p).predict(x) for p in plans], axis=1)
-    big = CudaPredictor(plans).predict(_cuda(x)).cpu().numpy()
-    small = CudaPredictor(plans, workspace_mb=8)  # a few pairs per chunk
-    assert small.max_pairs < len(plans) * batch or batch == 1
+    big = cc.PopulationPredictor(plans, device="cuda").predict(_cuda(x)).cpu().numpy()
+    small = cc.PopulationPredictor(plans, device="cuda", workspace_mb=8)  # a few pairs per chunk
+    assert small._backend.max_pairs < len(plans) * batch or batch == 1
     y = small.predict(x)
     assert y.shape == (batch, len(plans))
     assert rel_err(big, ref) <= TOL and rel_err(y, ref) <= TOL
@@ -406,7 +408,7 @@ def test_gpu_streams_and_out():
     import torch
 
     plan = lively_plan((7, 48, 3, 7, 3), seed=5)
-    pred = CudaPredictor(plan)
+    pred = cc.Predictor(plan, device="cuda")
     x = _cuda(images(64, seed=6))
     ref = pred.predict(x).cpu().numpy()
     s = torch.cuda.Stream()
@@ -426,7 +428,7 @@ def test_gpu_streams_and_out():
 @gpu
 def test_gpu_nan_handling():
     plan = lively_plan((3, 7, 3, 3, 3), seed=6)
-    pred = CudaPredictor([plan, plan])
+    pred = cc.PopulationPredictor([plan, plan], device="cuda")
     x = images(7, seed=8)
     x[5, 3, 4, 2] = np.nan
     with pytest.raises(ValueError, match="image 5 contains NaN"):
@@ -441,7 +443,7 @@ def test_gpu_nan_handling():
 def test_gpu_input_validation():
     import torch
 
-    pred = CudaPredictor(lively_plan((3, 3, 3, 3, 3)))
+    pred = cc.Predictor(lively_plan((3, 3, 3, 3, 3)), device="cuda")
     with pytest.raises(ValueError, match="expected shape"):
         pred.predict(torch.zeros(2, 112, 112, 4, device="cuda"))
     with pytest.raises(ValueError, match="empty batch"):
@@ -465,9 +467,9 @@ def test_device_argument_without_a_gpu():
     with pytest.raises(ValueError, match="device must be"):
         cc.Predictor(model, device="gpu")
     if not cc.cuda_available():
-        with pytest.raises(RuntimeError, match="CUDA is not usable"):
+        with pytest.raises(RuntimeError, match="CUDA engine cannot run here"):
             cc.Predictor(model, device="cuda")
-        with pytest.raises(RuntimeError, match="CUDA is not usable"):
+        with pytest.raises(RuntimeError, match="CUDA engine cannot run here"):
             cc.PopulationPredictor([model], device="cuda:0")
 
 
@@ -482,3 +484,16 @@ def test_cpu_only_options_are_refused_on_cuda_not_ignored(option, name):
         with pytest.raises(ValueError, match=f"device 'cuda': {re.escape(name)} apply to the CPU engine only"):
             cls(plan, device="cuda", **option)
     assert cc.Predictor(plan, threads=1, **{k: v for k, v in option.items() if k != "threads"}).threads == 1
+
+
+def test_cuda_only_options_are_refused_on_the_cpu_not_ignored():
+    from helpers import random_model
+
+    plan = cc.compile(random_model((3, 2, 2, 2, 2)))
+    with pytest.raises(ValueError, match="device 'cpu': workspace_mb apply to the CUDA engine only"):
+        cc.Predictor(plan, workspace_mb=64)
+    pop = cc.PopulationPredictor([plan, plan], threads=1)
+    x = images(2, seed=1)
+    with pytest.raises(ValueError, match="check_finite apply to the CUDA engine only .the CPU engine checks"):
+        pop.predict(x, check_finite=False)
+    assert np.array_equal(pop(x, check_finite=True), pop.predict(x))

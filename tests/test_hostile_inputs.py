@@ -277,8 +277,6 @@ def test_metadata_of_the_wrong_type_names_the_file(tmp_path):
     cc.compile(model).save(plan_path)
     model.save(model_path)
     for path in (plan_path, model_path):
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="np") as f:
             meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
         from safetensors.numpy import save_file as save_np

@@ -287,7 +287,7 @@ def test_keras_files_with_drawn_configs_and_layouts(keras_parts, warm_loaders, t
             assert torch.isfinite(model(torch.zeros(1, 3, 112, 112))).all()
 
 
-def _safetensors_file(kind: str, d) -> "Path":
+def _safetensors_file(kind: str, d):
     from compactcortex.fit.teacher import save_teacher
     from compactcortex.models.transfer import TransferTeacher, trunk_of
     from compactcortex.models.trunk import Trunk, save_trunks

@@ -11,7 +11,7 @@
 
 #include "../common/model_types.hpp"
 #include "kernels.hpp"
-#include "thread_pool.hpp"
+#include "../common/thread_pool.hpp"
 
 namespace cc {
 namespace detail {
@@ -26,9 +26,9 @@ struct Moments {
     std::vector<double> gram;  // (n, n): sum of outer products, symmetric
 };
 
-// Which kernel table to use: "auto" picks the widest the CPU supports.
+// The kernel table for an instruction-set name ("auto": the widest the CPU supports; see
+// common/isa.hpp).
 const KernelTable* select_kernels(const std::string& isa);
-std::vector<std::string> available_isas();
 
 class Engine {
 public:
@@ -124,6 +124,7 @@ public:
     double spin_us() const { return pool_.spin_us(); }
     const char* isa() const { return engines_[0]->isa(); }
     int vector_width() const { return engines_[0]->vector_width(); }
+    bool winograd() const { return engines_[0]->winograd(); }
 
 private:
     std::vector<std::unique_ptr<Engine>> engines_;

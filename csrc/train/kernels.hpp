@@ -60,8 +60,8 @@ const TrainKernels* train_kernels_emu512();
 const TrainKernels* train_kernels_sse2();
 const TrainKernels* train_kernels_reference();
 
-// The table for an instruction-set name ("auto", "avx512", ..., "reference"), chosen as the
-// engine's select_kernels chooses (engine/dispatch.cpp).
+// The table for an instruction-set name ("auto", "avx512", ..., "reference"; common/isa.hpp
+// decides, as for the engine's select_kernels).
 const TrainKernels* select_train_kernels(const std::string& isa);
 
 }  // namespace train

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "trainer.hpp"
-#include "../engine/thread_pool.hpp"
+#include "../common/thread_pool.hpp"
 
 namespace cc {
 namespace train {

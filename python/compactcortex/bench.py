@@ -10,33 +10,22 @@ from typing import Callable
 
 import numpy as np
 
-from .constants import PUBLISHED_FILTERS
 from .engine.plan import Plan
 from .engine.predictor import Predictor
 
-__all__ = ["random_published_like_model", "compare_with_torch"]
-
-#: Filter counts of published model 190923 neuron 0 (~59M multiply-adds per image).
+__all__ = ["compare_with_torch"]
 
 
-def random_published_like_model(nums_filters=PUBLISHED_FILTERS, seed: int = 0):
-    """A CompactModel with random weights and batchnorm statistics that keep activations O(1)."""
-    import torch
+def __getattr__(name: str):
+    if name == "random_published_like_model":  # moved in 0.2
+        import warnings
 
-    from .models.compact import CompactModel
+        warnings.warn("compactcortex.bench.random_published_like_model moved to "
+                      "compactcortex.models.random.random_published_like_model", FutureWarning, stacklevel=2)
+        from .models.random import random_published_like_model
 
-    g = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng():  # deterministic weights without touching the global RNG
-        torch.manual_seed(seed)
-        model = CompactModel(nums_filters)
-    with torch.no_grad():
-        for name, buf in model.named_buffers():
-            if name.endswith("running_mean"):
-                buf.copy_(torch.randn(buf.shape, generator=g) * 0.1)
-            elif name.endswith("running_var"):
-                buf.copy_(torch.rand(buf.shape, generator=g) + 0.5)
-        model.layer0_conv.weight.mul_(1 / 60)  # inputs are pixels (std ~60), not unit-scale
-    return model.eval()
+        return random_published_like_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _seconds_per_call(fn: Callable[[], object], calls: int) -> float:

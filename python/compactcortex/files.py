@@ -11,17 +11,18 @@ import lzma
 import os
 import re
 import socket
+import stat
 import time
 import tempfile
 import zipfile
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 __all__ = ["PLAN_FORMAT", "COMPACT_MODEL_FORMAT", "ENSEMBLE_FORMAT", "TRANSFER_TEACHER_FORMAT", "TRUNK_FORMAT",
            "atomic_path", "write_json", "safetensors_format", "read_safetensors_meta", "checked_name",
-           "ZIP_ERRORS", "read_zip_member", "meta_int", "meta_ints", "meta_floats", "meta_choice", "meta_json"]
+           "ZIP_ERRORS", "read_zip_member", "Refused", "open_regular", "read_bounded", "meta_int", "meta_ints", "meta_floats", "meta_choice", "meta_json"]
 
 # The ``format`` metadata entry of each safetensors file the package writes.
 PLAN_FORMAT = "compactcortex.Plan/1"
@@ -220,3 +221,53 @@ def _metadata(path: Path) -> dict:
             return f.metadata() or {}
     except Exception as e:
         raise ValueError(f"{path}: not a readable safetensors file ({str(e)[:200]})") from None
+
+
+# ---- opening files: regular files only ---------------------------------------------------------
+
+class Refused(ValueError):
+    """A refusal already labelled with the file it concerns (readers tell it apart from the
+    ValueErrors of the libraries they call, e.g. Pillow's, which they label themselves)."""
+
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _check_regular(mode: int, label: str) -> None:
+    if not stat.S_ISREG(mode):
+        kind = next((k for is_kind, k in _KINDS if is_kind(mode)), "a special file")
+        raise Refused(f"{label}: not a regular file ({kind}); only regular files are read")
+
+
+def open_regular(path: str | os.PathLike, label: str, follow_symlinks: bool = True) -> BinaryIO:
+    """``path`` opened for reading in binary mode, if it is a regular file.
+
+    A FIFO, device, socket or folder is refused from ``stat`` before opening (reading a FIFO
+    blocks forever, a device may never end, opening some devices has effects), and again from
+    the open descriptor, in case the path was swapped in between: the open itself uses
+    O_NONBLOCK, so a FIFO swapped in cannot block it. ``follow_symlinks=False`` refuses a
+    symlink (O_NOFOLLOW). Raises ValueError starting ``label``.
+    """
+    try:
+        _check_regular(os.stat(path, follow_symlinks=follow_symlinks).st_mode, label)
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+        fd = os.open(path, flags | (0 if follow_symlinks else getattr(os, "O_NOFOLLOW", 0)))
+    except OSError as e:
+        raise Refused(f"{label}: cannot open ({e.strerror or e})") from None
+    f = os.fdopen(fd, "rb")
+    try:
+        _check_regular(os.fstat(fd).st_mode, label)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def read_bounded(f: BinaryIO, max_bytes: int, label: str) -> bytes:
+    """All of ``f``, refused (Refused) if it is, or grows to be, over ``max_bytes``."""
+    size = os.fstat(f.fileno()).st_size
+    data = f.read(max_bytes + 1) if size <= max_bytes else b""
+    if size > max_bytes or len(data) > max_bytes:  # the file may grow while read
+        raise Refused(f"{label}: {max(size, len(data)):,} bytes, more than the {max_bytes:,} accepted")
+    return data

@@ -28,7 +28,8 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from .. import __version__
     from ..files import write_json
-    from ..bench import compare_with_torch, random_published_like_model
+    from ..bench import compare_with_torch
+    from ..models.random import random_published_like_model
     from ..engine.compile import compile
 
     if args.model:

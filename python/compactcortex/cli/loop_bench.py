@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         models = load_published_session(args.data, args.session)
         source = f"published models of session {args.session}"
     else:
-        from ..bench import random_published_like_model
+        from ..models.random import random_published_like_model
 
         models = [random_published_like_model(seed=i) for i in range(args.random)]
         source = f"{args.random} random models with the published filter counts {PUBLISHED_FILTERS}"

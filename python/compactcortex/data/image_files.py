@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 import threading
 import warnings
 import zipfile
@@ -14,7 +13,7 @@ from typing import BinaryIO, Iterator
 import numpy as np
 
 from ..constants import IMAGE_SIZE
-from ..files import ZIP_ERRORS, read_zip_member
+from ..files import ZIP_ERRORS, Refused, open_regular, read_bounded, read_zip_member
 
 __all__ = ["read_images", "decode_rgb", "IMAGE_SUFFIXES", "MAX_DECODE_PIXELS", "MAX_IMAGE_FILE_BYTES"]
 
@@ -37,54 +36,6 @@ _RGB_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr
 _INT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 _MODES = _RGB_MODES | _INT_MODES | {"F"}
 _MACOS_METADATA = "__MACOSX"  # zips made by macOS: AppleDouble "._name" files, not images
-
-
-class _Refused(ValueError):
-    """This module's own refusals (already labelled), told apart from Pillow's ValueErrors."""
-
-
-# ---- opening files: regular files only -------------------------------------------------------
-
-_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-
-
-def _check_regular(mode: int, label: str) -> None:
-    if not stat.S_ISREG(mode):
-        kind = next((k for is_kind, k in _KINDS if is_kind(mode)), "a special file")
-        raise _Refused(f"{label}: not a regular file ({kind}); only regular files are read")
-
-
-def _open_regular(path: str | os.PathLike, label: str, follow_symlinks: bool = True) -> BinaryIO:
-    """``path`` opened for reading in binary mode, if it is a regular file.
-
-    A FIFO, device, socket or folder is refused from ``stat`` before opening (reading a FIFO
-    blocks forever, a device may never end, opening some devices has effects), and again from
-    the open descriptor, in case the path was swapped in between: the open itself uses
-    O_NONBLOCK, so a FIFO swapped in cannot block it. ``follow_symlinks=False`` refuses a
-    symlink (O_NOFOLLOW). Raises ValueError starting ``label``.
-    """
-    try:
-        _check_regular(os.stat(path, follow_symlinks=follow_symlinks).st_mode, label)
-        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
-        fd = os.open(path, flags | (0 if follow_symlinks else getattr(os, "O_NOFOLLOW", 0)))
-    except OSError as e:
-        raise _Refused(f"{label}: cannot open ({e.strerror or e})") from None
-    f = os.fdopen(fd, "rb")
-    try:
-        _check_regular(os.fstat(fd).st_mode, label)
-    except BaseException:
-        f.close()
-        raise
-    return f
-
-
-def _read_bounded(f: BinaryIO, max_bytes: int, label: str) -> bytes:
-    size = os.fstat(f.fileno()).st_size
-    data = f.read(max_bytes + 1) if size <= max_bytes else b""
-    if size > max_bytes or len(data) > max_bytes:  # the file may grow while read
-        raise _Refused(f"{label}: {max(size, len(data)):,} bytes, more than the {max_bytes:,} accepted")
-    return data
 
 
 # ---- decoding ------------------------------------------------------------------------------
@@ -163,8 +114,8 @@ def decode_rgb(source: str | os.PathLike | bytes, label: str, resize: bool = Fal
     from PIL import Image
 
     if not isinstance(source, bytes):
-        with _open_regular(source, label) as f:
-            source = _read_bounded(f, MAX_IMAGE_FILE_BYTES, label)
+        with open_regular(source, label) as f:
+            source = read_bounded(f, MAX_IMAGE_FILE_BYTES, label)
     if out is None:
         out = np.empty((IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
     elif out.shape != (IMAGE_SIZE, IMAGE_SIZE, 3) or out.dtype != np.uint8:
@@ -175,7 +126,7 @@ def decode_rgb(source: str | os.PathLike | bytes, label: str, resize: bool = Fal
             # metadata (corrupt EXIF tags ...), not pixels, and stay warnings.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             _decode_into(source, label, resize, out)
-    except _Refused:
+    except Refused:
         raise
     except Exception as e:  # Pillow raises OSError, ValueError, SyntaxError, struct.error ... for bad files
         raise ValueError(f"{label}: cannot decode image ({_brief(e)})") from None
@@ -188,14 +139,14 @@ def _decode_into(data: bytes, label: str, resize: bool, out: np.ndarray) -> None
     with Image.open(io.BytesIO(data), formats=_FORMATS) as im:
         w, h = im.size
         if w * h > MAX_DECODE_PIXELS:
-            raise _Refused(f"{label}: {w}x{h} pixels, more than the {MAX_DECODE_PIXELS:,} accepted")
+            raise Refused(f"{label}: {w}x{h} pixels, more than the {MAX_DECODE_PIXELS:,} accepted")
         method = _upright(im)
         if method in (Image.TRANSPOSE, Image.TRANSVERSE, Image.ROTATE_90, Image.ROTATE_270):
             w, h = h, w
         if not resize and (w, h) != (IMAGE_SIZE, IMAGE_SIZE):
-            raise _Refused(f"{label}: image is {w}x{h}, expected {IMAGE_SIZE}x{IMAGE_SIZE}")
+            raise Refused(f"{label}: image is {w}x{h}, expected {IMAGE_SIZE}x{IMAGE_SIZE}")
         if im.mode not in _MODES:
-            raise _Refused(f"{label}: pixel mode {im.mode!r} is not supported")
+            raise Refused(f"{label}: pixel mode {im.mode!r} is not supported")
         im.load()  # the whole image, so that truncation raises here
         if im.format in ("JPEG", "MPO"):
             _check_jpeg_complete(data, im, label)
@@ -230,12 +181,12 @@ def _to_8bit(im, label: str):
             if im.mode == "F":
                 bad = a[~((a >= 0) & (a <= 1))]  # NaN fails both
                 if bad.size:
-                    raise _Refused(f"{label}: float pixel value {bad[0]:g}; only finite values in [0, 1] are accepted")
+                    raise Refused(f"{label}: float pixel value {bad[0]:g}; only finite values in [0, 1] are accepted")
                 grey[y:y + rows] = np.rint(a * np.float32(255))
             else:
                 bad = a[(a < 0) | (a > 65535)]
                 if bad.size:
-                    raise _Refused(f"{label}: integer pixel value {bad[0]}; only 0..65535 (16-bit) is accepted")
+                    raise Refused(f"{label}: integer pixel value {bad[0]}; only 0..65535 (16-bit) is accepted")
                 grey[y:y + rows] = (a.astype(np.int32) + 128) // 257  # v * 255 / 65535, rounded (never a tie)
         return Image.fromarray(grey)
     if im.mode in ("L", "RGB"):
@@ -309,10 +260,10 @@ def _check_jpeg_complete(data: bytes, im, label: str) -> None:
 
     layout = _jpeg_layout(data)
     if layout is None:
-        raise _Refused(f"{label}: corrupt JPEG (no scan, no end marker, or bytes outside its segments)")
+        raise Refused(f"{label}: corrupt JPEG (no scan, no end marker, or bytes outside its segments)")
     scan_end, rst, full = layout
     if not full:
-        raise _Refused(f"{label}: truncated JPEG (scans missing: not every coefficient is decoded)")
+        raise Refused(f"{label}: truncated JPEG (scans missing: not every coefficient is decoded)")
     probe = data[:scan_end] + _FILLER + bytes((0xFF, 0xD0 + rst % 8)) + _FILLER + data[scan_end:]
     try:
         with Image.open(io.BytesIO(probe), formats=("JPEG",)) as other:
@@ -321,7 +272,7 @@ def _check_jpeg_complete(data: bytes, im, label: str) -> None:
     except Exception:
         same = False
     if not same:
-        raise _Refused(f"{label}: truncated JPEG (its scan data ends early)")
+        raise Refused(f"{label}: truncated JPEG (its scan data ends early)")
 
 
 def _same_pixels(a, b) -> bool:
@@ -349,7 +300,7 @@ def _allocate(n: int, label: str) -> np.ndarray:
     try:
         return np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
     except MemoryError:
-        raise _Refused(f"{label}: {n:,} images need {n * IMAGE_SIZE * IMAGE_SIZE * 3:,} bytes, "
+        raise Refused(f"{label}: {n:,} images need {n * IMAGE_SIZE * IMAGE_SIZE * 3:,} bytes, "
                        f"more than can be allocated") from None
 
 
@@ -367,9 +318,9 @@ def _folder_files(folder: Path) -> list[tuple[Path, str]]:
             try:
                 target = p.resolve(strict=True)
             except (OSError, RuntimeError) as e:  # dangling, or a loop (RuntimeError before Python 3.13)
-                raise _Refused(f"{label}: broken symlink ({e})") from None
+                raise Refused(f"{label}: broken symlink ({e})") from None
             if root not in target.parents:
-                raise _Refused(f"{label}: symlink to {target}, outside the folder; not read")
+                raise Refused(f"{label}: symlink to {target}, outside the folder; not read")
             p = target
         files.append((p, label))
     return files
@@ -406,13 +357,13 @@ def read_images(path: str | Path) -> np.ndarray:
             raise ValueError(f"{path}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
         images = _allocate(len(files), str(path))
         for k, (p, label) in enumerate(files):
-            with _open_regular(p, label, follow_symlinks=False) as f:
-                decode_rgb(_read_bounded(f, MAX_IMAGE_FILE_BYTES, label), label, out=images[k])
+            with open_regular(p, label, follow_symlinks=False) as f:
+                decode_rgb(read_bounded(f, MAX_IMAGE_FILE_BYTES, label), label, out=images[k])
         return images
     suffix = path.suffix.lower()
     if suffix not in (".npy", ".zip"):
         raise ValueError(f"{path}: expected a .npy file, a .zip of images or a folder of images")
-    with _open_regular(path, str(path)) as f:
+    with open_regular(path, str(path)) as f:
         return _read_npy(f, path) if suffix == ".npy" else _read_zip(f, path)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_path, checked_name
+from ..files import atomic_path, checked_name, open_regular
 from ..constants import IMAGE_SIZE
 from .image_files import IMAGE_SUFFIXES, read_images
 
@@ -90,10 +90,11 @@ def list_sessions(root: str | Path) -> list[str]:
 
 
 def _load_npy(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except Exception as e:
-        raise ValueError(f"{path}: not a readable .npy file ({e})") from None
+    with open_regular(path, str(path)) as f:  # a FIFO or device would block np.load
+        try:
+            return np.load(f, allow_pickle=False)
+        except Exception as e:
+            raise ValueError(f"{path}: not a readable .npy file ({e})") from None
 
 
 def load_session(root: str | Path, session: str | int, images: bool = True) -> Session:

@@ -1,23 +1,24 @@
-"""CudaPredictor: compact-model inference on an NVIDIA GPU through the CUDA engine.
+"""The CUDA backend of the predictors: compact-model inference on an NVIDIA GPU.
 
 The CUDA engine is the optional extension module ``compactcortex._engine_cuda``, built when a
 CUDA compiler is present at build time. It links the CUDA runtime statically, so it imports on
 any machine; :func:`cuda_available` says whether it can run here and :func:`cuda_status` why not.
 
-Neither this module nor the extension imports torch; torch is imported only when
-:meth:`CudaPredictor.predict` is given a torch tensor.
+Neither this module nor the extension imports torch; torch is imported only when a predictor
+on the GPU is given a torch tensor.
 
 Example::
 
-    from compactcortex.engine.cuda import CudaPredictor, cuda_available
-    if cuda_available():
-        pred = CudaPredictor(plans)               # a Plan, or a list of Plans (a population)
-        y = pred.predict(images_cuda_tensor)      # torch CUDA tensor in, (N, models) tensor out
+    import compactcortex as cc
+    if cc.cuda_available():
+        pred = cc.PopulationPredictor(plans, device="cuda")  # or cc.Predictor(plan, device="cuda")
+        y = pred.predict(images_cuda_tensor)     # torch CUDA tensor in, (N, models) tensor out
 """
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import warnings
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ from .errors import BadImageError
 from .inputs import as_plan, host_out, leading_dim, shared_mean
 from .plan import Plan
 
-__all__ = ["CudaPredictor", "cuda_available", "cuda_status"]
+__all__ = ["CudaBackend", "CudaPredictor", "cuda_available", "cuda_status"]
 
 _MODULE = "compactcortex._engine_cuda"
 _status: str | None = None
@@ -92,48 +93,34 @@ def _is_torch(x: Any) -> bool:
     return type(x).__module__.split(".")[0] == "torch" and hasattr(x, "is_cuda")
 
 
-class CudaPredictor:
-    """Predict one compact model's, or a population's, responses on an NVIDIA GPU.
+class CudaBackend:
+    """The CUDA backend of :class:`~compactcortex.Predictor` and
+    :class:`~compactcortex.PopulationPredictor` (``device="cuda"``): one model or a population.
 
-    Args:
-        plan_or_plans: a :class:`Plan`, a path to a saved Plan or a ``CompactModel`` (compiled
-            here, which needs torch); or a list of these (a population: the models may differ in
-            their filter counts; all must share the input mean).
-        device: CUDA device index.
-        workspace_mb: device memory for feature maps. Work runs in chunks of (model, image) pairs
-            that fit it; more gives fewer, larger kernel launches. The workspace is allocated on
-            the first call and grows only for larger batches.
+    ``workspace_mb``: device memory for feature maps. Work runs in chunks of (model, image) pairs
+    that fit it; more gives fewer, larger kernel launches. The workspace is allocated on the first
+    call and grows only for larger batches.
 
     Kernels are float32 (fixed summation order: results repeat exactly run to run) and agree
     with the CPU engine to ~1e-6 of the output scale. Calls from several threads are safe; work
     of consecutive calls is ordered on the device even across streams.
     """
 
-    def __init__(self, plan_or_plans: Any, device: int = 0, workspace_mb: float = 256) -> None:
-        self._single = not isinstance(plan_or_plans, (list, tuple))
-        plans = [as_plan(p) for p in ([plan_or_plans] if self._single else plan_or_plans)]
-        mean = shared_mean(plans)
-        if workspace_mb <= 0:
-            raise ValueError(f"workspace_mb must be > 0, got {workspace_mb}")
-        if not cuda_available():
-            raise RuntimeError(f"the CUDA engine cannot run here: {cuda_status()}")
-        self.plans = plans
-        self._runner = _module().Runner([p.weights_tuple() for p in plans], mean, int(device),
-                                        int(workspace_mb * (1 << 20)))
-
-    # The front ends' backend interface (see compactcortex.engine.frontend).
+    # The front end's backend interface (see compactcortex.engine.frontend).
     isa = "cuda"
     threads = 0
     layer0 = "direct"
 
-    @property
-    def plan(self) -> Plan:
-        """The (first) model's plan."""
-        return self.plans[0]
-
-    @property
-    def num_models(self) -> int:
-        return len(self.plans)
+    def __init__(self, plans: list[Plan], mean: tuple[float, float, float], single: bool, device: int = 0,
+                 workspace_mb: float = 256) -> None:
+        if not workspace_mb > 0:
+            raise ValueError(f"workspace_mb must be > 0, got {workspace_mb}")
+        if not cuda_available():
+            raise RuntimeError(f"the CUDA engine cannot run here: {cuda_status()}")
+        self._single = single
+        self.plans = plans
+        self._runner = _module().Runner([p.weights_tuple() for p in plans], mean, int(device),
+                                        int(workspace_mb * (1 << 20)))
 
     @property
     def device(self) -> int:
@@ -149,34 +136,14 @@ class CudaPredictor:
         """Device memory held now: weights and workspace."""
         return self._runner.device_bytes
 
-    def macs_per_image(self) -> int:
-        return sum(p.macs_per_image() for p in self.plans)
-
     def executed_macs_per_image(self) -> int:
         """The direct-convolution count: the CUDA kernels compute layer 0 directly, unpadded."""
-        return self.macs_per_image()
+        return sum(p.macs_per_image() for p in self.plans)
 
     def predict(self, images: Any, out: Any = None, check_finite: bool = True) -> Any:
-        """Predicted responses: (N,) float32 for one model, (N, models) for a list of models.
-
-        Args:
-            images: (N, 112, 112, 3) or (N, 3, 112, 112); float32 / float64 recentred pixels
-                (pixel minus the dataset mean) or uint8 raw pixels 0-255 (recentred here).
-                A torch CUDA tensor (on this predictor's device) is read in place, with any
-                strides (zero-copy via DLPack), and the work is enqueued on the current torch
-                stream of that device; the result is a torch CUDA tensor. A numpy array (or a
-                torch CPU tensor) is copied to the device; the result is a numpy array.
-            out: optional preallocated result of the shape above, float32, C-contiguous: a
-                torch CUDA tensor for CUDA input, a numpy array otherwise.
-            check_finite: raise ValueError if an image holds NaN or infinity. This waits for
-                the stream (for CUDA input); with False the call returns as soon as the work is
-                enqueued, and such images give NaN outputs.
-
-        Raises:
-            ValueError: wrong shape, empty batch, wrong device, or (check_finite) non-finite
-                pixels.
-            TypeError: unsupported dtype or array type.
-        """
+        """See :meth:`compactcortex.Predictor.predict`. A torch CUDA tensor on this device is read
+        in place (DLPack) on the current stream and gives a torch CUDA result; numpy arrays and
+        torch CPU tensors are copied over and give numpy results."""
         if _is_torch(images):
             if images.is_cuda:
                 return self._predict_torch(images, out, check_finite)
@@ -185,12 +152,9 @@ class CudaPredictor:
             raise TypeError(f"images must be a numpy array or torch tensor, got {type(images).__name__}")
         n = leading_dim(images)
         images = np.ascontiguousarray(images)
-        out = host_out(out, (n,) if self._single else (n, self.num_models))
-        bad = self._runner.predict_host(images, out, check_finite)
-        _raise_bad(bad)
+        out = host_out(out, (n,) if self._single else (n, len(self.plans)))
+        _raise_bad(self._runner.predict_host(images, out, check_finite))
         return out
-
-    __call__ = predict
 
     def _predict_torch(self, x: Any, out: Any, check_finite: bool) -> Any:
         import torch
@@ -210,6 +174,35 @@ class CudaPredictor:
             bad = self._runner.predict_device(x, out.detach(), stream, check_finite)
         _raise_bad(bad)
         return out
+
+
+class CudaPredictor(CudaBackend):
+    """Deprecated: use ``Predictor(model, device="cuda")`` or ``PopulationPredictor(models,
+    device="cuda")``, which take ``workspace_mb`` and ``predict(..., check_finite=)`` too.
+
+    ``plan_or_plans``: one model (results (N,)) or a list (a population, (N, models)).
+    """
+
+    def __init__(self, plan_or_plans: Any, device: int = 0, workspace_mb: float = 256) -> None:
+        warnings.warn("compactcortex.engine.cuda.CudaPredictor is deprecated; use compactcortex.Predictor("
+                      "model, device='cuda') or compactcortex.PopulationPredictor(models, device='cuda')",
+                      FutureWarning, stacklevel=2)
+        single = not isinstance(plan_or_plans, (list, tuple))
+        plans = [as_plan(p) for p in ([plan_or_plans] if single else plan_or_plans)]
+        super().__init__(plans, shared_mean(plans), single, device, workspace_mb)
+
+    @property
+    def plan(self) -> Plan:
+        return self.plans[0]
+
+    @property
+    def num_models(self) -> int:
+        return len(self.plans)
+
+    def macs_per_image(self) -> int:
+        return sum(p.macs_per_image() for p in self.plans)
+
+    __call__ = CudaBackend.predict
 
 
 def _raise_bad(bad: int) -> None:

@@ -6,11 +6,12 @@ the same row pipeline (Winograd layer 0, fused depthwise + pointwise rows) as pr
 """
 from __future__ import annotations
 
+from operator import index
 from typing import Any
 
 import numpy as np
 
-from .inputs import MAX_THREADS, default_threads, host_out, leading_dim
+from .inputs import default_threads, host_out, leading_dim
 from .plan import Plan
 
 __all__ = ["TrunkFeatures"]
@@ -32,11 +33,14 @@ class TrunkFeatures:
     """
 
     def __init__(self, plan: Plan, threads: int | None = None, isa: str = "auto") -> None:
-        threads = default_threads() if threads is None else int(threads)
-        if not 1 <= threads <= MAX_THREADS:
-            raise ValueError(f"threads must be between 1 and {MAX_THREADS}, got {threads}")
-        self.plan, self.threads, self.isa = plan, threads, isa
-        self._engine = None
+        self.plan, self.isa = plan, isa
+        self.threads = default_threads() if threads is None else index(threads)
+        self._engine = self._build()  # the bindings check threads and isa here, not at the first call
+
+    def _build(self) -> Any:
+        from .. import _engine
+
+        return _engine.Engine(*self.plan.weights_tuple(), self.plan.mean, self.threads, self.isa, True)
 
     @property
     def channels(self) -> int:
@@ -46,10 +50,8 @@ class TrunkFeatures:
         return {**self.__dict__, "_engine": None}
 
     def __call__(self, images: Any, out: np.ndarray | None = None) -> np.ndarray:
-        from .. import _engine
-
-        if self._engine is None:
-            self._engine = _engine.Engine(*self.plan.weights_tuple(), self.plan.mean, self.threads, self.isa, True)
+        if self._engine is None:  # unpickled
+            self._engine = self._build()
         if hasattr(images, "__dlpack__") and hasattr(images, "detach"):
             images = images.detach()
         out = host_out(out, (leading_dim(images), 28, 28, self.channels), images)

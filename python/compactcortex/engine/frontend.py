@@ -1,18 +1,20 @@
 """What every predictor shares: its arguments, checked once, and the choice of backend.
 
-Images and weights are checked where they are read, in C++ (``csrc/common``); this module
-checks the Python-side arguments (threads, layer0, device, models, ``out``) and hands each
+Images and weights are checked where they are read, in C++ (``csrc/common``), and so are the
+engine's limits (threads, spin_ms; ``csrc/bindings.cpp``); this module checks what only Python
+sees (layer0, device, the models and their shared mean) and hands each
 predictor one backend: :class:`~compactcortex.engine.cpu.CpuBackend` or
-:class:`~compactcortex.engine.cuda.CudaPredictor`, which take the same ``predict(images, out)``.
+:class:`~compactcortex.engine.cuda.CudaBackend`, which take the same ``predict(images, out)``.
 """
 from __future__ import annotations
 
+from operator import index
 from typing import Any, Sequence
 
-
-from .inputs import DEFAULT_SPIN_MS, MAX_THREADS, as_plan, default_threads, shared_mean
+from .inputs import DEFAULT_SPIN_MS, as_plan, default_threads, shared_mean
 
 __all__ = ["PredictorBase"]
+
 
 class PredictorBase:
     """Checks a predictor's arguments once and dispatches to the CPU or CUDA backend.
@@ -21,35 +23,30 @@ class PredictorBase:
     """
 
     def __init__(self, models_or_plans: Sequence[Any], single: bool, threads: int | None, isa: str,
-                 layer0: str | None, device: str, spin_ms: float | None = None) -> None:
+                 layer0: str | None, device: str, spin_ms: float | None = None,
+                 workspace_mb: float | None = None) -> None:
         plans = [as_plan(m) for m in models_or_plans]
         mean = shared_mean(plans)
         if layer0 not in (None, "winograd", "direct"):
             raise ValueError(f"layer0 must be 'winograd' or 'direct', got {layer0!r}")
-        if threads is not None and not 1 <= int(threads) <= MAX_THREADS:
-            raise ValueError(f"threads must be between 1 and {MAX_THREADS}, got {threads}")
-        if spin_ms is not None and not 0 <= float(spin_ms) <= 1e4:
-            raise ValueError(f"spin_ms must be between 0 and 10000, got {spin_ms}")
-        if device == "cpu":
+        if device == "cpu":  # the engine's bindings check threads and spin_ms (one place for the limits)
             from .cpu import CpuBackend
 
-            self._backend = CpuBackend(plans, mean, single, default_threads() if threads is None else int(threads),
-                                       isa, layer0 != "direct", DEFAULT_SPIN_MS if spin_ms is None else spin_ms)
+            _refuse(device, "the CUDA engine", "", workspace_mb=workspace_mb is not None)
+            self._backend = CpuBackend(plans, mean, single, default_threads() if threads is None else index(threads),
+                                       isa, layer0 != "direct", DEFAULT_SPIN_MS if spin_ms is None else float(spin_ms))
         elif device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
-            from .cuda import CudaPredictor, cuda_available, cuda_status
+            from .cuda import CudaBackend
 
-            ignored = [name for name, given in (("threads", threads is not None), ("isa", isa != "auto"),
-                                                ("spin_ms", spin_ms is not None),
-                                                ("layer0='winograd'", layer0 == "winograd")) if given]
-            if ignored:
-                raise ValueError(f"device {device!r}: {', '.join(ignored)} apply to the CPU engine only (the CUDA "
-                                 "kernels run direct convolutions on the GPU's own schedule)")
-            if not cuda_available():
-                raise RuntimeError(f"device {device!r} requested, but CUDA is not usable: {cuda_status()}")
-            self._backend = CudaPredictor(plans[0] if single else plans, device=int(device[5:] or 0))
+            _refuse(device, "the CPU engine", "the CUDA kernels run direct convolutions on the GPU's own schedule",
+                    threads=threads is not None, isa=isa != "auto", spin_ms=spin_ms is not None,
+                    **{"layer0='winograd'": layer0 == "winograd"})
+            self._backend = CudaBackend(plans, mean, single, int(device[5:] or 0),
+                                        256 if workspace_mb is None else workspace_mb)
         else:
             raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
         self.plans = plans
+        self.device = device
 
     @property
     def isa(self) -> str:
@@ -78,7 +75,19 @@ class PredictorBase:
         """Multiply-adds the kernels in use actually execute per image (padding, Winograd)."""
         return self._backend.executed_macs_per_image()
 
-    def predict(self, images: Any, out: Any = None) -> Any:
-        return self._backend.predict(images, out)
+    def predict(self, images: Any, out: Any = None, check_finite: bool = True) -> Any:
+        if check_finite:
+            return self._backend.predict(images, out)
+        _refuse(self.device, "the CUDA engine", "the CPU engine checks each image as it reads it",
+                check_finite=self.isa != "cuda")
+        return self._backend.predict(images, out, False)
 
-    __call__ = predict
+    def __call__(self, images: Any, out: Any = None, check_finite: bool = True) -> Any:
+        return self.predict(images, out, check_finite)
+
+
+def _refuse(device: str, owner: str, why: str, **given: bool) -> None:
+    """A ValueError naming the options given (True) that only ``owner`` honours."""
+    names = [name for name, set_ in given.items() if set_]
+    if names:
+        raise ValueError(f"device {device!r}: {', '.join(names)} apply to {owner} only" + (f" ({why})" if why else ""))

@@ -1,6 +1,6 @@
-"""What every engine backend checks on the Python side, in one place: plans, thread counts, the
-shared input mean, the batch size and ``out=`` arrays (images and weights are checked where
-they are read, in C++: ``csrc/common``). Backends (:mod:`.cpu`, :mod:`.cuda`), the dispatching
+"""What every engine backend checks on the Python side, in one place: plans, the shared input
+mean, the batch size and ``out=`` arrays (images and weights are checked where they are read, in
+C++: ``csrc/common``; thread counts and spin times by the bindings). Backends (:mod:`.cpu`, :mod:`.cuda`), the dispatching
 front end (:mod:`.frontend`) and :mod:`.features` import from here, never from each other."""
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .. import _engine
 from .plan import Plan
 
 __all__ = ["DEFAULT_SPIN_MS", "MAX_THREADS", "as_plan", "default_threads", "shared_mean", "leading_dim", "host_out"]
@@ -22,8 +23,9 @@ __all__ = ["DEFAULT_SPIN_MS", "MAX_THREADS", "as_plan", "default_threads", "shar
 DEFAULT_SPIN_MS = 0.2
 
 #: The most worker threads a predictor takes (each holds a workspace of ~1.4 MB for a
-#: published-size model); as csrc/bindings.cpp.
-MAX_THREADS = 1024
+#: published-size model). The bindings check it (csrc/bindings.cpp); the command line reads it
+#: here to bound ``--threads``.
+MAX_THREADS: int = _engine.MAX_THREADS
 
 
 def as_plan(model_or_plan: Any) -> Plan:

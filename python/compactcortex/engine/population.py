@@ -18,24 +18,25 @@ class PopulationPredictor(PredictorBase):
             its Winograd layer-0 input transform computed once for all models, then (model, image)
             pairs are spread over the threads, so both many models and many images keep every
             thread busy.
-        isa, layer0, device, spin_ms: as for :class:`~compactcortex.Predictor` (``device="cuda"`` runs all
-            models in one launch per layer on the GPU).
+        isa, layer0, device, spin_ms, workspace_mb: as for :class:`~compactcortex.Predictor`
+            (``device="cuda"`` runs all models in one launch per layer on the GPU).
 
     Results equal each model's single :class:`~compactcortex.Predictor` (the same kernels).
     All models must share the input recentring mean.
     """
 
     def __init__(self, models_or_plans: Sequence[Any], threads: int | None = None, isa: str = "auto",
-                 layer0: str | None = None, device: str = "cpu", spin_ms: float | None = None) -> None:
-        super().__init__(list(models_or_plans), False, threads, isa, layer0, device, spin_ms)
+                 layer0: str | None = None, device: str = "cpu", spin_ms: float | None = None,
+                 workspace_mb: float | None = None) -> None:
+        super().__init__(list(models_or_plans), False, threads, isa, layer0, device, spin_ms, workspace_mb)
 
-    def predict(self, images: Any, out: Any = None) -> Any:
+    def predict(self, images: Any, out: Any = None, check_finite: bool = True) -> Any:
         """Responses of every model, shape (N, models) float32.
 
-        ``images`` as for :meth:`Predictor.predict`: (N,112,112,3) or (N,3,112,112), uint8 raw
-        pixels or float recentred pixels, numpy or torch CPU. ``out``: optional (N, models)
+        ``images``, ``check_finite`` as for :meth:`Predictor.predict`: (N,112,112,3) or
+        (N,3,112,112), uint8 raw pixels or float recentred pixels. ``out``: optional (N, models)
         float32 C-contiguous array to fill (no allocation at all then).
         """
-        return self._backend.predict(images, out)
+        return super().predict(images, out, check_finite)
 
     __call__ = predict

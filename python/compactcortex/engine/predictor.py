@@ -21,9 +21,9 @@ class Predictor(PredictorBase):
             are split by rows across the threads.
         isa: kernel variant, ``"auto"`` (widest the CPU supports), ``"avx512"``, ``"avx2"``,
             ``"sse2"`` or ``"reference"`` (scalar, for checking).
-        device: ``"cpu"`` (the C++ engine) or ``"cuda"`` / ``"cuda:N"`` (the CUDA kernels of
-            :class:`~compactcortex.engine.cuda.CudaPredictor`: torch CUDA tensors are read in
-            place on the current stream and give torch CUDA outputs; numpy arrays are copied).
+        device: ``"cpu"`` (the C++ engine) or ``"cuda"`` / ``"cuda:N"`` (the CUDA engine: torch
+            CUDA tensors are read in place on the current stream and give torch CUDA outputs;
+            numpy arrays are copied over and give numpy outputs).
         layer0: ``"winograd"`` (the CPU default): layer 0 by Winograd F(4x4, 5x5), about 3x fewer
             operations than ``"direct"`` (the plain convolution; the CUDA kernels' only one), with
             float32 rounding errors of the same order (measured on the published models: ~1e-6 of
@@ -33,9 +33,12 @@ class Predictor(PredictorBase):
             slowly, so two threads only beat one after a pause if they kept polling: a stimulus
             loop that calls every T ms and wants the lowest latency sets ``spin_ms`` above T (and
             pays that CPU time). The CPU engine only.
+        workspace_mb: GPU memory for feature maps (default 256). Work runs in chunks of (model,
+            image) pairs that fit it; more gives fewer, larger kernel launches. CUDA only.
 
     Options the chosen device cannot honour (``threads``, ``isa`` other than ``"auto"``,
-    ``spin_ms`` or ``layer0="winograd"`` on CUDA) are refused with a ``ValueError``, not ignored.
+    ``spin_ms`` or ``layer0="winograd"`` on CUDA; ``workspace_mb`` or ``check_finite=False`` on
+    the CPU) are refused with a ``ValueError``, not ignored.
 
     A batch smaller than the threads is split by rows, claimed from both ends as the threads
     arrive, so a thread that wakes late takes a smaller share instead of holding up the call.
@@ -45,28 +48,34 @@ class Predictor(PredictorBase):
     """
 
     def __init__(self, model_or_plan: Any, threads: int | None = None, isa: str = "auto",
-                 layer0: str | None = None, device: str = "cpu", spin_ms: float | None = None) -> None:
-        super().__init__([model_or_plan], True, threads, isa, layer0, device, spin_ms)
+                 layer0: str | None = None, device: str = "cpu", spin_ms: float | None = None,
+                 workspace_mb: float | None = None) -> None:
+        super().__init__([model_or_plan], True, threads, isa, layer0, device, spin_ms, workspace_mb)
 
     @property
     def plan(self) -> Plan:
         return self.plans[0]
 
-    def predict(self, images: Any, out: Any = None) -> Any:
+    def predict(self, images: Any, out: Any = None, check_finite: bool = True) -> Any:
         """Predicted responses, shape (N,) float32, in the units the model was trained on.
 
         Args:
-            images: numpy array or torch CPU tensor of shape (N, 112, 112, 3) or
-                (N, 3, 112, 112). float32 / float64: recentred pixels (pixel minus the dataset
-                mean, the published convention); uint8: raw pixels 0-255, recentred here.
-                Any strides are read in place (no copy).
-            out: optional float32 array of shape (N,) to write into.
+            images: numpy array or torch tensor of shape (N, 112, 112, 3) or (N, 3, 112, 112)
+                (torch CUDA tensors on ``device="cuda"``). float32 / float64: recentred pixels
+                (pixel minus the dataset mean, the published convention); uint8: raw pixels
+                0-255, recentred here. Any strides are read in place (no copy).
+            out: optional float32 C-contiguous array of shape (N,) to write into (a torch CUDA
+                tensor for CUDA input).
+            check_finite: the CPU engine always checks each image as it reads it. On CUDA,
+                False skips the check so that the call returns as soon as the work is enqueued
+                (such images then give NaN outputs).
 
         Raises:
-            ValueError: wrong shape, empty batch, or an image holding NaN, infinity or a value
-                beyond +-1e6 (float inputs are recentred pixels, within +-255).
+            BadImageError (a ValueError): an image holding NaN, infinity or a value beyond +-1e6
+                (float inputs are recentred pixels, within +-255); ``.index`` is its position.
+            ValueError: wrong shape or empty batch.
             TypeError: unsupported dtype or array type.
         """
-        return self._backend.predict(images, out)
+        return super().predict(images, out, check_finite)
 
     __call__ = predict

@@ -37,22 +37,16 @@ def _batchnorms(model: "CompactModel") -> list[torch.nn.BatchNorm2d]:
 
 
 def engine_usable(model: "CompactModel", x: torch.Tensor) -> bool:
-    """Whether the engine kernels can run this model on ``x``: CPU float32 throughout, ReLUs, batchnorm
-    with a float momentum, one training mode, and the compiled module present. Otherwise the
-    model runs its plain PyTorch path (CUDA tensors, float64, ...)."""
+    """Whether the engine kernels can run this model on ``x``: CPU float32 throughout, ReLUs, and
+    batchnorm with a float momentum in one training mode. Otherwise the model runs its plain
+    PyTorch path (CUDA tensors, float64, ...)."""
     if x.device.type != "cpu" or x.dtype != torch.float32 or not model.relu:
         return False
     w = model.layer0_conv.weight
     if w.device.type != "cpu" or w.dtype != torch.float32:
         return False
     bns = _batchnorms(model)
-    if any(bn.momentum is None or not bn.track_running_stats or bn.training != model.training for bn in bns):
-        return False
-    try:
-        from .. import _engine  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return not any(bn.momentum is None or not bn.track_running_stats or bn.training != model.training for bn in bns)
 
 
 def _trainer(model: "CompactModel", outputs: int):

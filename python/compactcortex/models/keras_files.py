@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..constants import MAP_SIZE
-from ..files import ZIP_ERRORS, read_zip_member
+from ..files import ZIP_ERRORS, open_regular, read_zip_member
 from .compact import KERAS_BN_EPS, CompactModel
 
 __all__ = ["load_keras", "SharedCompactModel", "shared_model_path", "shared_model_filters", "SHARED_MODEL_DIRS",
@@ -249,10 +249,8 @@ def _read(path: Path) -> tuple[_Arch, dict[str, list[np.ndarray]]]:
 
     if not path.exists():
         raise ValueError(f"{path}: no such file")
-    if not path.is_file():  # a FIFO or device would block zipfile
-        raise ValueError(f"{path}: not a regular file")
     try:
-        with zipfile.ZipFile(path) as z:
+        with open_regular(path, str(path)) as f, zipfile.ZipFile(f) as z:  # a FIFO or device would block
             config = read_zip_member(z, "config.json", _MAX_CONFIG_BYTES, f"{path}: config.json")
             weights = read_zip_member(z, "model.weights.h5", _MAX_WEIGHTS_BYTES, f"{path}: model.weights.h5")
     except (*ZIP_ERRORS, KeyError) as e:
