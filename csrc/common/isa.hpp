@@ -17,4 +17,12 @@ std::string resolve_isa(const std::string& isa);
 // for AVX2, which exists to test that code on machines without AVX-512).
 std::vector<std::string> available_isas();
 
+// The table of the variant resolve_isa picks, from one table function per variant.
+template <class T>
+const T* pick_table(const std::string& isa, const T* (*avx512)(), const T* (*avx2)(), const T* (*emu512)(),
+                    const T* (*sse2)(), const T* (*reference)()) {
+    const std::string name = resolve_isa(isa);
+    return (name == "avx512" ? avx512 : name == "avx2" ? avx2 : name == "emu512" ? emu512 : name == "sse2" ? sse2 : reference)();
+}
+
 }  // namespace cc

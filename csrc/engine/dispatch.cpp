@@ -5,12 +5,7 @@
 namespace cc {
 
 const KernelTable* select_kernels(const std::string& isa) {
-    const std::string name = resolve_isa(isa);
-    return name == "avx512" ? kernels_avx512()
-           : name == "avx2"   ? kernels_avx2()
-           : name == "emu512" ? kernels_emu512()
-           : name == "sse2"   ? kernels_sse2()
-                              : kernels_reference();
+    return pick_table(isa, kernels_avx512, kernels_avx2, kernels_emu512, kernels_sse2, kernels_reference);
 }
 
 // Variants this build did not compile (resolve_isa never names them).

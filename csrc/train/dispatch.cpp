@@ -7,12 +7,8 @@ namespace cc {
 namespace train {
 
 const TrainKernels* select_train_kernels(const std::string& isa) {
-    const std::string name = resolve_isa(isa);
-    return name == "avx512" ? train_kernels_avx512()
-           : name == "avx2"   ? train_kernels_avx2()
-           : name == "emu512" ? train_kernels_emu512()
-           : name == "sse2"   ? train_kernels_sse2()
-                              : train_kernels_reference();
+    return pick_table(isa, train_kernels_avx512, train_kernels_avx2, train_kernels_emu512, train_kernels_sse2,
+                      train_kernels_reference);
 }
 
 // Variants this build did not compile (resolve_isa never names them).
