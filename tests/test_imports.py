@@ -4,6 +4,8 @@ never run), nor does a module's import of its own parent packages (initialised b
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "python" / "compactcortex"
@@ -79,3 +81,12 @@ def test_the_import_graph_has_no_cycle():
 
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_command_line_parses_without_torch():
+    """Building every command's parser (its defaults read from the configs) imports no torch: a
+    user error or --help answers at once."""
+    code = ("import sys\nfrom compactcortex.cli import build_parser\nbuild_parser()\n"
+            "import compactcortex.fit, compactcortex.compress\n"
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('compactcortex'))\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

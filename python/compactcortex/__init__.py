@@ -7,9 +7,9 @@ first used.
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ._lazy import lazy_getattr
 from ._version import __version__
 from .constants import DATASET_MEAN, IMAGE_SIZE
 
@@ -46,9 +46,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from .models.published import load_published, load_published_session
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'compactcortex' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -8,6 +8,9 @@ from .args import THREADS, float_arg, int_arg
 
 
 def register(sub) -> None:
+    from ..fit.trunk_config import TrunkConfig
+
+    d = TrunkConfig()  # the defaults are the config's, never restated here
     tr = sub.add_parser(
         "trunk", help="train a trunk (shared core) on many sessions: a backbone for teachers",
         description="Train one core with a factorised readout per neuron on the recordings of all --sessions "
@@ -21,11 +24,11 @@ def register(sub) -> None:
     tr.add_argument("--members", type=int_arg(1, 100), default=1, help="trunks with different seeds (default 1)")
     tr.add_argument("--threads", type=int_arg(1, THREADS), default=None, help="CPU threads (default: all available)")
     tr.add_argument("--filters", type=int_arg(1, 1024), nargs=5, default=None,
-                    help="the core's filters n0..n4 (default 64 96 128 128 128)")
-    tr.add_argument("--epochs", type=int_arg(1, 10_000), default=None, help="passes over the data (default 12)")
+                    help=f"the core's filters n0..n4 (default {' '.join(map(str, d.nums_filters))})")
+    tr.add_argument("--epochs", type=int_arg(1, 10_000), default=None, help=f"passes over the data (default {d.epochs})")
     tr.add_argument("--max-minutes", type=float_arg(0, 1e6, above=True), default=None,
                     help="stop each member after this much training time, keeping its best epoch")
-    tr.add_argument("--seed", type=int_arg(0, 2**31 - 1), default=None, help="random seed (default 0)")
+    tr.add_argument("--seed", type=int_arg(0, 2**31 - 1), default=None, help=f"random seed (default {d.seed})")
     tr.set_defaults(fn=run)
 
 

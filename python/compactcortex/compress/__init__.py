@@ -9,8 +9,9 @@ defaults) loads without torch.
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_getattr
 
 _LAZY = {
     "ChannelStats": "stats", "channel_stats": "stats", "channel_stats_torch": "stats",
@@ -35,9 +36,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from .teachers import resolve_teacher_backbone
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
