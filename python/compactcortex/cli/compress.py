@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..compress.backends import BACKENDS
+from ..compress.recipe import BACKENDS
 from ..compress.recipe import DEFAULT_BACKBONE_FILTERS, DEFAULT_MINUTES_PER_NEURON
 from .args import THREADS, float_arg, int_arg
 

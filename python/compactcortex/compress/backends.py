@@ -8,21 +8,14 @@ to the run's output folder (shared storage on a cluster). The scheduling is Ray'
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 from tqdm import tqdm
 
-if TYPE_CHECKING:
-    from .job import NeuronJob
+from .job import NeuronJob, compress_neuron
+from .recipe import BACKENDS, check_backend
 
 __all__ = ["BACKENDS", "check_backend", "run_neurons"]
-
-BACKENDS = ("local", "ray", "slurm")
-
-
-def check_backend(backend: str) -> None:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
 
 
 def run_neurons(jobs: Sequence[NeuronJob], backend: str = "local", *, address: str | None = None,
@@ -38,7 +31,6 @@ def run_neurons(jobs: Sequence[NeuronJob], backend: str = "local", *, address: s
         slurm: submitit executor parameters, e.g. ``{"slurm_partition": "cpu", "timeout_min": 120}``;
             ``{"cluster": "local"}`` runs the array as local processes (for tests).
     """
-    from .job import compress_neuron  # here: the command line reads BACKENDS without torch
 
     check_backend(backend)
     if not jobs:
@@ -58,7 +50,6 @@ def run_neurons(jobs: Sequence[NeuronJob], backend: str = "local", *, address: s
 
 
 def _on_ray(specs: list[dict], address: str | None, cpus: int, progress: bool) -> list[dict]:
-    from .job import compress_neuron
 
     try:
         import ray
@@ -82,7 +73,6 @@ def _on_ray(specs: list[dict], address: str | None, cpus: int, progress: bool) -
 
 
 def _on_slurm(specs: list[dict], cpus: int, options: dict) -> list[dict]:
-    from .job import compress_neuron
 
     try:
         import submitit

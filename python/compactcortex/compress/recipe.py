@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-__all__ = ["Recipe", "DEFAULT_MINUTES_PER_NEURON", "DEFAULT_BACKBONE_FILTERS"]
+__all__ = ["Recipe", "DEFAULT_MINUTES_PER_NEURON", "DEFAULT_BACKBONE_FILTERS", "BACKENDS", "check_backend"]
 
 
 @dataclass
@@ -51,3 +51,12 @@ DEFAULT_MINUTES_PER_NEURON = 2.2
 #: Filters (layers 0-2) of the shared compact model whose trunk ``--teacher fit`` uses by default
 #: (measured best of 50/100/200 on 210325: ``benchmarks/teachers.py``).
 DEFAULT_BACKBONE_FILTERS = 200
+
+
+#: Where the neurons of a run can be compressed (:mod:`.backends`).
+BACKENDS = ("local", "ray", "slurm")
+
+
+def check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Sequence
 
 from ..files import write_json
-from .backends import check_backend, run_neurons
+from .backends import run_neurons
 from .job import NeuronJob
-from .recipe import Recipe
+from .recipe import Recipe, check_backend
 from .stage1 import _RUNS, session_run
 
 __all__ = ["compress_session"]

@@ -60,10 +60,11 @@ class SessionRun:
         # must not be refused for the settings of one that never started.
         loaded = check_teacher(job.teacher, self.root, self.session, self.chosen, published)
         self.trunk_file = resolve_teacher_backbone(job.backbone, self.root) if job.teacher == "fit" else None
-        if self.trunk_file is not None:
+        backbone = None
+        if self.trunk_file is not None:  # loaded once: checked here, fitted on below
             from ..fit.transfer import resolve_backbone
 
-            resolve_backbone(self.trunk_file)
+            backbone = resolve_backbone(self.trunk_file)
         claim_folder(self.out, {"session": self.session, "teacher": job.teacher, "images_from": job.images_from,
                                  "backbone": self.trunk_file and self.trunk_file.name, "recipe": asdict(self.recipe)})
         tag = "neurons_" + ("all" if job.neurons is None else "_".join(map(str, self.chosen)))
@@ -76,7 +77,7 @@ class SessionRun:
             print(f"teacher: readouts on the frozen trunk of {self.trunk_file}" if self.trunk_file else
                   f"teacher: from scratch (no shared compact model under {self.root}; --backbone names one)")
         self.teacher = load_run_teacher(job.teacher, self.data, self.chosen, self.out, self.threads, self.recipe,
-                                        published, progress, self.trunk_file, loaded)
+                                        published, progress, backbone, loaded)
         self.fit = image_source.images[image_source.fit_indices]
         self.test = image_source.images[image_source.test_indices]
         # in batches: a 200-filter trunk in PyTorch holds ~23 MB of maps per image

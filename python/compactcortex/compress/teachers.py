@@ -81,9 +81,10 @@ def resolve_teacher_backbone(backbone: str | None, root: Path) -> Path | None:
 
 
 def load_run_teacher(spec: str, session: Session, neurons: list[int], out: Path, threads: int, recipe: Recipe,
-                     published: list, progress: bool, backbone: Path | None, loaded=None) -> RunTeacher:
-    """The run's teacher. ``published``: :func:`published_models`; ``loaded``: the teacher file
-    ``spec``, already loaded by :func:`check_teacher`."""
+                     published: list, progress: bool, backbone=None, loaded=None) -> RunTeacher:
+    """The run's teacher. ``published``: :func:`published_models`; ``backbone``: the trunk (a
+    loaded model) that ``spec="fit"`` fits readouts on, None for a teacher from scratch;
+    ``loaded``: the teacher file ``spec``, already loaded by :func:`check_teacher`."""
     from ..engine.population import PopulationPredictor
     from ..engine.predictor import Predictor
     from ..fit.training import TrainConfig
