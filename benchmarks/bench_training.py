@@ -18,6 +18,7 @@ asserts on timings; compare only numbers from one run.
 
     python benchmarks/bench_training.py            # full, ~10 minutes on 2 cores
     python benchmarks/bench_training.py --quick    # smoke test
+    python benchmarks/bench_training.py --profile 5 # the engine's step phase by phase (5 steps)
 
 Writes ``benchmarks/results/bench_training_<UTC timestamp>.json`` and ``..._latest.json``.
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import time
 from datetime import datetime, timezone
 
 import numpy as np
@@ -86,7 +88,25 @@ def make_step(kind: str, filters, masked: bool, x: torch.Tensor, y: torch.Tensor
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    step.model = m
     return step
+
+
+def phase_profile_of(filters, masked: bool, x: torch.Tensor, y: torch.Tensor, steps: int) -> dict:
+    """Milliseconds per engine step in each phase of the C++ passes, and outside them."""
+    from compactcortex.models.engine_backend import phase_profile
+
+    step = make_step("engine", filters, masked, x, y)
+    for _ in range(2):  # makes the trainer, warms the workspaces
+        step()
+    t0 = time.perf_counter()
+    with phase_profile(step.model) as phases:
+        for _ in range(steps):
+            step()
+    total = 1e3 * (time.perf_counter() - t0) / steps
+    ms = {name: 1e3 * s / steps for name, s in phases.items()}
+    ms["outside the passes (autograd, loss, Adam)"] = total - sum(ms.values())
+    return {"ms_per_step": total, "phases_ms": ms}
 
 
 def make_input_grad_step(kind: str, filters, x: torch.Tensor):
@@ -105,6 +125,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile (its compilation takes minutes)")
+    ap.add_argument("--profile", type=int, metavar="STEPS", default=0,
+                    help="instead: where the engine's step spends its time, phase by phase, over STEPS steps")
     args = ap.parse_args()
     threads_list = [2] if args.quick else [1, 2]
     rounds = 3 if args.quick else args.rounds
@@ -116,6 +138,9 @@ def main() -> None:
     y = torch.randn(args.batch, generator=rng)
     results = {"machine": common.machine_name(), "batch": args.batch,
                "torch": torch.__version__, "time": datetime.now(timezone.utc).isoformat(), "settings": []}
+    if args.profile:
+        profile(args, students, threads_list, x, y, results)
+        return
     for threads in threads_list:
         torch.set_num_threads(threads)
         jobs = {}
@@ -159,6 +184,22 @@ def main() -> None:
     for path in (common.RESULTS / f"bench_training_{stamp}.json", common.RESULTS / "bench_training_latest.json"):
         common.write_json(path, results)
     print(f"\nwrote {common.RESULTS / 'bench_training_latest.json'}")
+
+
+def profile(args, students, threads_list, x, y, results) -> None:
+    for threads in threads_list:
+        torch.set_num_threads(threads)
+        for name, (filters, masked) in students.items():
+            p = phase_profile_of(filters, masked, x, y, args.profile)
+            results["settings"].append({"threads": threads, "student": name, **p})
+            print(f"\nstudent {name}, threads {threads}, batch {args.batch}: {p['ms_per_step']:.1f} ms per step")
+            for phase, ms in p["phases_ms"].items():
+                print(f"  {phase:>42} {ms:8.1f} ms {ms / p['ms_per_step']:6.1%}")
+    stamp = common.utc_stamp()
+    for path in (common.RESULTS / f"bench_training_profile_{stamp}.json",
+                 common.RESULTS / "bench_training_profile_latest.json"):
+        common.write_json(path, results)
+    print(f"\nwrote {common.RESULTS / 'bench_training_profile_latest.json'}")
 
 
 if __name__ == "__main__":

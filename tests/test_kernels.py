@@ -11,7 +11,7 @@ def round_up(v, m):
     return (v + m - 1) // m * m
 
 
-class Tester:
+class KernelTester:
     """One tester for every kernel family (XNNPACK's habit): a kernel of ``isa`` runs on buffers
     whose channels are padded to the vector width, the scalar reference on the real channels;
     :meth:`check` compares the real channels and requires the padded ones to stay zero."""
@@ -53,7 +53,7 @@ class Tester:
 @pytest.mark.parametrize("wout", [1, 5, 13, 112])
 def test_conv0_row(isa, channels, wout):
     rng = np.random.default_rng(channels * 1000 + wout)
-    t = Tester(isa, channels)
+    t = KernelTester(isa, channels)
     S = (wout + 4) * 3
     inp = rng.normal(size=5 * S).astype(np.float32)
     w = rng.normal(size=(channels, 75)).astype(np.float32)
@@ -71,7 +71,7 @@ def test_conv0_row(isa, channels, wout):
 @pytest.mark.parametrize("stride,wout", [(1, 28), (2, 56), (1, 3), (2, 7)])
 def test_dw_row(isa, channels, stride, wout):
     rng = np.random.default_rng(channels + wout)
-    t = Tester(isa, channels)
+    t = KernelTester(isa, channels)
     in_w = stride * (wout - 1) + 5
     rows = rng.normal(size=(5, in_w, channels)).astype(np.float32)
     dw = rng.normal(size=(25, channels)).astype(np.float32)
@@ -90,7 +90,7 @@ def test_dw_row(isa, channels, stride, wout):
 @pytest.mark.parametrize("m", [1, 7, 56])
 def test_pw_row(isa, k, n, m):
     rng = np.random.default_rng(k * n + m)
-    t = Tester(isa, n)
+    t = KernelTester(isa, n)
     lda = k + 3  # rows of a are padded, as in the engine
     a = rng.normal(size=(m, lda)).astype(np.float32)
     B = rng.normal(size=(n, k)).astype(np.float32)
@@ -121,7 +121,7 @@ def wino_weights(w, width):
 def test_wino0_band_matches_direct_convolution(isa, channels, wout):
     """Winograd F(4x4,5x5) rows against the (reference) direct convolution of the same rows."""
     rng = np.random.default_rng(channels + wout)
-    t = Tester(isa, channels)
+    t = KernelTester(isa, channels)
     S = (wout + 4) * 3
     inp = rng.normal(0, 60, size=8 * S).astype(np.float32)
     w = rng.normal(0, 0.02, size=(channels, 3, 5, 5)).astype(np.float32)

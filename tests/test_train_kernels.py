@@ -329,3 +329,36 @@ def test_population_model_saves_loads_and_refuses_to_compile(tmp_path):
     active = [np.arange(3, dtype=np.int32)] * 5
     with pytest.raises(ValueError, match=r"out: expected .* shape \(2, 4\)"):
         trainer.forward(images(2), params, running, active, [1e-3] * 5, 0.1, True, torch.empty(2))
+
+
+def test_phase_profile_accounts_for_the_passes():
+    """Every phase of a profiled step takes time, the phases fit inside the step's wall time,
+    and nothing is counted outside the ``with`` block."""
+    import time
+
+    from compactcortex.models.engine_backend import phase_profile
+
+    model = CompactModel((4, 3, 3, 3, 2), backend="engine").train()
+    x = images(3, seed=5)
+
+    def step():
+        model.zero_grad()
+        (model(x) ** 2).sum().backward()
+
+    with pytest.raises(ValueError, match="run a training step"):
+        with phase_profile(model):
+            pass
+    step()
+    t0 = time.perf_counter()
+    with phase_profile(model) as phases:
+        step()
+        step()
+    elapsed = time.perf_counter() - t0
+    names = ["prepare", *(f"forward layer{l}" for l in range(5)), "forward readout", "backward readout",
+             *(f"backward layer{l}" for l in range(4, -1, -1)), "finish"]
+    assert list(phases) == names
+    assert all(phases[n] > 0 for n in names) and sum(phases.values()) <= elapsed
+    step()  # outside the block: not counted
+    with phase_profile(model) as again:
+        pass
+    assert sum(again.values()) == 0

@@ -26,7 +26,14 @@ def run(cmd, **kw):
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
+    """The CPU wheel of this checkout: built here, or the one named by COMPACTCORTEX_TEST_WHEEL
+    (built the same way beforehand: .ci/run builds it once for this test and the Brain-Score
+    environment)."""
     out = tmp_path_factory.mktemp("wheel")
+    given = os.environ.get("COMPACTCORTEX_TEST_WHEEL")
+    if given:
+        assert Path(given).is_file(), f"COMPACTCORTEX_TEST_WHEEL={given}: no such file"
+        return Path(shutil.copy(given, out))
     env = {**os.environ, "COMPACTCORTEX_CUDA": "OFF"}
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(REPO)], env=env)
     (path,) = out.glob("compactcortex-*.whl")

@@ -12,6 +12,7 @@ void Tape::backward(const float* gout, const std::array<float*, kParams>* grads,
     State& s = *s_;
     Impl& im = *s.impl;
     std::lock_guard<std::mutex> pass(im.mu);
+    Laps laps(im);
     Workspace& ws = *s.ws;
     const TrainKernels& K = *im.k;
     const int64_t N = s.N;
@@ -53,6 +54,8 @@ void Tape::backward(const float* gout, const std::array<float*, kParams>* grads,
             K.gemm(KK, int(w), int(N), gout, 1, KK, s.map(ws.a[4], 4, 0) + c0, rsize, dR.data() + c0, rsize, false);
         });
     }
+
+    laps.lap(kPhaseBackwardReadout);
 
     std::array<std::vector<float>, 5> dgamma, dbeta;
     std::vector<float> k1, k2, k3;
@@ -194,6 +197,7 @@ void Tape::backward(const float* gout, const std::array<float*, kParams>* grads,
                 flush_image(sc);
             });
         }
+        laps.lap(kPhaseBackward4 + (4 - l));
     }
 
     if (!want) {
@@ -205,6 +209,7 @@ void Tape::backward(const float* gout, const std::array<float*, kParams>* grads,
     for (auto& sc : ws.scratch)
         for (size_t k = 0; k < acc.size(); ++k) acc[k] += sc.acc[k];
     unpack_grads(s, n, acc, dgamma, dbeta, dR, gout, *grads);
+    laps.lap(kPhaseFinish);
     // The feature maps are no longer needed: hand the workspace back for the next step.
     im.give_back(std::move(s.ws));
 }

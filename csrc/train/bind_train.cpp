@@ -91,6 +91,15 @@ public:
     int outputs() const { return t_->outputs(); }
     int threads() const { return t_->threads(); }
     std::string isa() const { return t_->isa(); }
+    bool profile() const { return t_->profile(); }
+    void set_profile(bool on) { t_->set_profile(on); }
+    void reset_phases() { t_->reset_phases(); }
+    nb::dict phases() const {
+        const auto seconds = t_->phase_seconds();
+        nb::dict out;
+        for (int p = 0; p < tr::kPhases; ++p) out[tr::kPhaseNames[p]] = seconds[size_t(p)];
+        return out;
+    }
 
 private:
     std::unique_ptr<tr::Trainer> t_;
@@ -139,7 +148,13 @@ void bind_train(nb::module_& m, nb::module_& testing) {
         .def_prop_ro("filters", &PyTrainer::filters)
         .def_prop_ro("outputs", &PyTrainer::outputs)
         .def_prop_ro("threads", &PyTrainer::threads)
-        .def_prop_ro("isa", &PyTrainer::isa);
+        .def_prop_ro("isa", &PyTrainer::isa)
+        .def_prop_rw("profile", &PyTrainer::profile, &PyTrainer::set_profile,
+                     "While True, each pass adds the wall time of its phases to phases().")
+        .def("phases", &PyTrainer::phases,
+             "{phase: seconds} summed over the passes run while profiling (prepare, forward layer0..4, "
+             "forward readout, backward readout, backward layer4..0, finish).")
+        .def("reset_phases", &PyTrainer::reset_phases);
 
     testing.def("train_kernel_gemm",
           [](const std::string& isa, int M, int N, int K, FIn X, int64_t si, int64_t st, FIn Y, int64_t ldy,

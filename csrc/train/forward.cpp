@@ -26,6 +26,7 @@ std::unique_ptr<Tape> Trainer::forward(const float* x, int64_t N, const std::arr
     pack(s, im.n, params);
     std::lock_guard<std::mutex> pass(im.mu);
     s.ws = im.take(N, s.cp);
+    Laps laps(im);
     if (!s.ws) s.ws = make_workspace(N, s.cp, im.pool.size());
     Workspace& ws = *s.ws;
     const TrainKernels& K = *im.k;
@@ -39,6 +40,7 @@ std::unique_ptr<Tape> Trainer::forward(const float* x, int64_t N, const std::arr
                 for (int ci = 0; ci < 3; ++ci)
                     dst[(int64_t(y + 2) * kPadded + xx + 2) * 3 + ci] = src[(int64_t(ci) * 112 + y) * 112 + xx];
     });
+    laps.lap(kPhasePrepare);
 
     for (int l = 0; l < 5; ++l) {
         const int H = kSize[l], cpo = s.cp[l];
@@ -110,6 +112,7 @@ std::unique_ptr<Tape> Trainer::forward(const float* x, int64_t N, const std::arr
             im.for_images(N, [&](int, int64_t i) {
                 K.bn_relu(s.map(ws.z[l], l, i), H * H, cpo, scale.data(), shift.data(), s.map(ws.a[l], l, i));
             });
+        laps.lap(kPhaseForward0 + l);
     }
     // Readout over the (H, W, C) map: out (N, K) = A (N, rsize) RT, in blocks of images.
     const int64_t rsize = int64_t(28 * 28) * s.cp[4];
@@ -121,6 +124,7 @@ std::unique_ptr<Tape> Trainer::forward(const float* x, int64_t N, const std::arr
     });
     for (int64_t i = 0; i < N; ++i)
         for (int k = 0; k < s.K; ++k) out[i * s.K + k] = outp[i * s.Kp + k] + s.rb[k];
+    laps.lap(kPhaseForwardReadout);
     auto tape = std::unique_ptr<Tape>(new Tape());
     tape->s_ = std::move(st);
     return tape;

@@ -28,6 +28,18 @@ namespace train {
 
 constexpr int kParams = 26;
 
+// Phases of a training step, for profiling where its time goes (Trainer::set_profile).
+constexpr int kPhases = 14;
+extern const char* const kPhaseNames[kPhases];
+enum Phase : int {
+    kPhasePrepare = 0,           // weights packed, images laid out channels-last
+    kPhaseForward0 = 1,          // + l: layer l's convolution, batch statistics, batchnorm + ReLU
+    kPhaseForwardReadout = 6,
+    kPhaseBackwardReadout = 7,
+    kPhaseBackward4 = 8,         // + (4 - l): layer l's batchnorm and convolution gradients
+    kPhaseFinish = 13,           // the threads' gradient sums into PyTorch's layouts
+};
+
 // Sizes (in floats) of the 26 parameter arrays of a model with filters n and K outputs.
 std::array<int64_t, kParams> param_sizes(const std::array<int, 5>& n, int outputs);
 
@@ -72,6 +84,12 @@ public:
     int outputs() const;
     int threads() const;
     const char* isa() const;
+
+    // While on, each pass adds the wall time of its phases (kPhaseNames) to phase_seconds().
+    void set_profile(bool on);
+    bool profile() const;
+    std::array<double, kPhases> phase_seconds() const;
+    void reset_phases();
 
 private:
     std::shared_ptr<Impl> impl_;

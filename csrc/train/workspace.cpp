@@ -79,5 +79,27 @@ int Trainer::outputs() const { return impl_->outputs; }
 int Trainer::threads() const { return impl_->pool.size(); }
 const char* Trainer::isa() const { return impl_->k->name; }
 
+const char* const kPhaseNames[kPhases] = {
+    "prepare", "forward layer0", "forward layer1", "forward layer2", "forward layer3", "forward layer4",
+    "forward readout", "backward readout", "backward layer4", "backward layer3", "backward layer2",
+    "backward layer1", "backward layer0", "finish"};
+
+void Trainer::set_profile(bool on) {
+    std::lock_guard<std::mutex> pass(impl_->mu);
+    impl_->profile = on;
+}
+bool Trainer::profile() const {
+    std::lock_guard<std::mutex> pass(impl_->mu);
+    return impl_->profile;
+}
+std::array<double, kPhases> Trainer::phase_seconds() const {
+    std::lock_guard<std::mutex> pass(impl_->mu);
+    return impl_->phase_s;
+}
+void Trainer::reset_phases() {
+    std::lock_guard<std::mutex> pass(impl_->mu);
+    impl_->phase_s.fill(0.0);
+}
+
 }  // namespace train
 }  // namespace cc

@@ -2,6 +2,7 @@
 #pragma once
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -56,6 +57,8 @@ struct Impl {
     std::mutex mu;       // one pass at a time (the pool is not re-entrant)
     std::mutex free_mu;  // guards `free`
     std::vector<std::unique_ptr<Workspace>> free;
+    bool profile = false;                 // read and written under `mu`
+    std::array<double, kPhases> phase_s{};
 
     Impl(std::array<int, 5> n_, int outputs_, int threads, const TrainKernels* k_)
         : n(n_), outputs(outputs_), k(k_), pool(threads) {}
@@ -65,6 +68,23 @@ struct Impl {
     // A free workspace of these sizes, or null; and back into the pool after a step.
     std::unique_ptr<Workspace> take(int64_t N, const std::array<int, 5>& cp);
     void give_back(std::unique_ptr<Workspace> ws);
+};
+
+// A stopwatch over the phases of one pass: lap(p) adds the time since the last lap to phase p
+// (when the trainer profiles; callers hold im.mu).
+class Laps {
+public:
+    explicit Laps(Impl& im) : im_(im), t_(std::chrono::steady_clock::now()) {}
+    void lap(int phase) {
+        if (!im_.profile) return;
+        const auto t = std::chrono::steady_clock::now();
+        im_.phase_s[size_t(phase)] += std::chrono::duration<double>(t - t_).count();
+        t_ = t;
+    }
+
+private:
+    Impl& im_;
+    std::chrono::steady_clock::time_point t_;
 };
 
 // Everything backward needs: the workspace, the step's compact weights and statistics.

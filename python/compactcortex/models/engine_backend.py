@@ -9,7 +9,8 @@ filters' indices, so masked filters cost nothing and get exactly zero gradient.
 from __future__ import annotations
 
 import weakref
-from typing import TYPE_CHECKING
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from torch.autograd.function import once_differentiable
 if TYPE_CHECKING:
     from .compact import CompactModel
 
-__all__ = ["PARAM_NAMES", "engine_usable", "engine_forward"]
+__all__ = ["PARAM_NAMES", "engine_usable", "engine_forward", "phase_profile"]
 
 #: The parameters in the order of the C++ Trainer (csrc/train/trainer.hpp).
 PARAM_NAMES = (
@@ -59,6 +60,33 @@ def _trainer(model: "CompactModel", outputs: int):
         t = _engine.Trainer(list(model.nums_filters), threads, outputs=outputs)
         by_outputs[outputs] = t
     return t
+
+
+@contextmanager
+def phase_profile(model: "CompactModel") -> Iterator[dict[str, float]]:
+    """Where the engine's training passes of ``model`` spend their time, inside the ``with`` block.
+
+    Yields a dict filled when the block ends: wall seconds of each phase of the forward and
+    backward passes run in the block ("prepare", "forward layer0" .. "forward layer4", "forward
+    readout", "backward readout", "backward layer4" .. "backward layer0", "finish"), summed over
+    the model's trainers (one per readout size). Run a step before the block: a trainer is made
+    by the first pass of each readout size, and only trainers that exist when the block starts
+    are profiled.
+    """
+    trainers = list(_trainers.get(model, {}).values())
+    if not trainers:
+        raise ValueError("phase_profile: run a training step of this model on the engine backend first")
+    for t in trainers:
+        t.reset_phases()
+        t.profile = True
+    result: dict[str, float] = {}
+    try:
+        yield result
+    finally:
+        for t in trainers:
+            t.profile = False
+            for name, seconds in t.phases().items():
+                result[name] = result.get(name, 0.0) + seconds
 
 
 class _CompactFunction(torch.autograd.Function):
