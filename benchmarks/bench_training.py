@@ -136,7 +136,7 @@ def main() -> None:
     rng = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch, 3, 112, 112, generator=rng) * 60
     y = torch.randn(args.batch, generator=rng)
-    results = {"machine": common.machine_name(), "batch": args.batch,
+    results = {"machine": common.machine_info(), "batch": args.batch,
                "torch": torch.__version__, "time": datetime.now(timezone.utc).isoformat(), "settings": []}
     if args.profile:
         profile(args, students, threads_list, x, y, results)

@@ -57,7 +57,7 @@ def main() -> int:
         return fit_teacher(session, args.members, idx, config=TrainConfig(epochs=args.epochs, seed=seed),
                            progress=False)
 
-    result = {"machine": common.machine_name(), "args": {k: str(v) for k, v in vars(args).items()},
+    result = {"machine": common.machine_info(), "args": {k: str(v) for k, v in vars(args).items()},
               "runs": {"active": [], "random": []}}
     for seed in args.seeds:
         neurons = digital_population(args.neurons, 2, seed=seed).neurons  # the ground truth of this seed

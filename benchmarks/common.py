@@ -153,11 +153,6 @@ def load_average() -> list[float] | None:
     return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
 
-def machine_name() -> str:
-    """The one-string machine description some results record (``platform.processor()``)."""
-    return platform.processor() or platform.machine()
-
-
 def machine_info(**extra: Any) -> dict[str, Any]:
     """Platform, CPU (model, flags, cores), engine ISAs and package versions, plus ``extra``."""
     import torch

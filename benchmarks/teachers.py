@@ -37,7 +37,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=common.RESULTS / "teachers.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    result = {"machine": common.machine_name(), "threads": args.threads,
+    result = {"machine": common.machine_info(), "threads": args.threads,
               "members": args.members, "rows": []}
 
     def record(row: dict) -> None:
