@@ -19,7 +19,11 @@ def test_compress_round_trip_writes_models_summary_and_resumes(v4, tmp_path):
     assert [r["neuron"] for r in summary["neurons"]] == [3, 0]
     for r in summary["neurons"]:
         assert set(r) == {"neuron", "distilled_with", "teacher_params", "compact_params", "compact_filters", "published_params",
-                          "r_teacher_test", "r_test", "r_teacher_model_test", "r2er_test", "r2er_teacher_test"}
+                          "r_teacher_test", "r_test", "r_teacher_model_test", "r2er_test", "r2er_teacher_test",
+                          "r_teacher_trace"}
+        trace = r["r_teacher_trace"]  # the shared student's neuron, then each pruned layer
+        assert trace[0]["layer"] == -1 and [s["layer"] for s in trace[1:6]] == [4, 3, 2, 1, 0]
+        assert trace[-1]["filters"] == r["compact_filters"] and all(-1 <= s["r"] <= 1 for s in trace)
         assert r["teacher_params"] == r["published_params"] > 0 and r["r2er_test"] is None  # no raw repeats
         model = cc.CompactModel.load(out / f"neuron{r['neuron']}.safetensors")
         assert model.num_parameters() == r["compact_params"] and list(model.nums_filters) == r["compact_filters"]

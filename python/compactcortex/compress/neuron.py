@@ -16,7 +16,8 @@ __all__ = ["prune_and_retrain"]
 
 def prune_and_retrain(model: CompactModel, teacher: Callable, images: np.ndarray, recipe: Recipe,
                       work: Path | None = None, name: str = "model", seed: int = 0,
-                      threads: int | None = None, pool=None, pool_column: int = 0) -> tuple[CompactModel, list]:
+                      threads: int | None = None, pool=None, pool_column: int = 0,
+                      evaluate: Callable[[CompactModel], float] | None = None) -> tuple[CompactModel, list]:
     """One neuron's stage 2: ``prune_paper`` in ``recipe.rounds`` passes, then a final fine-tuning.
 
     ``teacher`` maps recentred images to this neuron's responses (N,); ``images`` (N,112,112,3)
@@ -25,7 +26,10 @@ def prune_and_retrain(model: CompactModel, teacher: Callable, images: np.ndarray
     batches and targets (column ``pool_column``) from it instead of running the teacher: for a
     teacher slower than the engine (a fitted one runs in PyTorch) that is most of the cost.
     With ``work``, every re-training checkpoints to ``work/<name>_train<i>.ckpt``, so a killed
-    run resumes (pruning itself is deterministic given the weights). Returns (compact, history).
+    run resumes (pruning itself is deterministic given the weights). ``evaluate(model) -> float``,
+    if given, records an accuracy in every :class:`~compactcortex.compress.prune.PruneStep` of the
+    history (before pruning, after each pruned and re-trained layer); it decides nothing.
+    Returns (compact, history).
     """
     from ..fit.distill import ImageStream, fine_tune
     from .prune import prune_paper
@@ -44,6 +48,6 @@ def prune_and_retrain(model: CompactModel, teacher: Callable, images: np.ndarray
                   checkpoint=None if work is None else Path(work) / f"{name}_train{c}.ckpt")
         return m
 
-    compact, history = prune_paper(model.eval(), images, recipe.threshold, retrain=retrain, threads=threads,
-                                   rounds=recipe.rounds)
+    compact, history = prune_paper(model.eval(), images, recipe.threshold, retrain=retrain, evaluate=evaluate,
+                                   threads=threads, rounds=recipe.rounds)
     return retrain(compact, recipe.final_steps).eval(), history

@@ -112,9 +112,14 @@ class SessionRun:
         if k not in self.chosen:
             raise ValueError(f"neuron {k} was not distilled in this run (its neurons: {self.chosen})")
         i, r, tch = self.chosen.index(k), self.recipe, self.teacher
+
+        def r_teacher(m: CompactModel) -> float:  # recorded in the trace; decides nothing
+            return pearson_r1(Predictor(compile(m), threads=self.threads).predict(self.test), self.teacher_test[:, i])
+
         compact, history = prune_and_retrain(self.shared.single_output(i), tch.per_neuron(k), self.fit, r,
                                              self.neuron_work, f"neuron{k}", seed=r.seed + 1000 * (k + 1),
-                                             threads=self.threads, pool=self.pool, pool_column=i)
+                                             threads=self.threads, pool=self.pool, pool_column=i,
+                                             evaluate=r_teacher)
         compact.provenance = {"session": self.session, "neuron": k, "teacher": tch.kind, "recipe": asdict(r),
                               "pruning": [{"layer": s.layer, "round": s.extra.get("round"),
                                            "filters": list(s.nums_filters), "explained": s.explained}
@@ -127,7 +132,11 @@ class SessionRun:
                "teacher_params": int(tch.params(k)), "compact_params": compact.num_parameters(),
                "compact_filters": list(compact.nums_filters), "published_params": tch.published.get(k),
                "r_teacher_test": pearson_r1(pred, self.teacher_test[:, i]), "r_test": None,
-               "r_teacher_model_test": None, "r2er_test": None, "r2er_teacher_test": None}
+               "r_teacher_model_test": None, "r2er_test": None, "r2er_teacher_test": None,
+               # where r with the teacher (held-out half) went: the shared student's neuron, then
+               # after each pruned and re-trained layer; the final fine-tuning gives r_teacher_test
+               "r_teacher_trace": [{"layer": s.layer, "round": s.extra.get("round"), "filters": list(s.nums_filters),
+                                    "r": _to_jsonable(s.accuracy)} for s in history]}
         if self.same_images:
             data = self.data
             resp = data.responses[k, data.test_indices]
