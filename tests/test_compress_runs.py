@@ -1,4 +1,6 @@
 """compress runs end to end: the round trip, reruns and resumes, fitted teachers, errors, budgets."""
+from dataclasses import asdict, replace
+
 import numpy as np
 import pytest
 import torch
@@ -169,3 +171,26 @@ def test_recipe_scales_its_budget_with_the_minutes_per_neuron():
     for bad in (0, -1, float("nan")):
         with pytest.raises(ValueError, match="minutes per neuron must be > 0"):
             base.scaled(bad)
+
+
+def test_other_session_images_widen_distillation_but_never_copy_the_session(v4, tmp_path):
+    from compactcortex.compress import NeuronJob, Recipe, compress_neuron
+    from compactcortex.compress.stage1 import prepare_run, session_run
+    from compactcortex.data.natural import near_duplicates
+
+    root = tmp_path / "data"  # 190923 and one other session's images (210305: 400 images)
+    (root / "images").mkdir(parents=True)
+    for sub in ("responses_repeat_averaged", "responses_raw", "compact_models"):
+        (root / sub).symlink_to((v4 / sub).resolve())
+    for s in ("190923", "210305"):
+        (root / "images" / f"images_{s}.zip").symlink_to((v4 / "images" / f"images_{s}.zip").resolve())
+    job = NeuronJob(str(root), "190923", -1, str(tmp_path / "out"), "published", (0,),
+                    asdict(Recipe(**{**TINY, "other_session_images": True})), 2)
+    prepare_run(job, progress=False)
+    run = session_run(job, progress=False, train_shared=False)
+    own = run.data.images
+    np.testing.assert_array_equal(run.train_images[:600], own[run.data.fit_indices])
+    assert 600 < len(run.train_images) <= 1000
+    assert not near_duplicates(run.train_images[600:], own).any()
+    row = compress_neuron(replace(job, neuron=0))
+    assert -1 <= row["r_teacher_test"] <= 1

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,9 @@ def register(sub) -> None:
     co.add_argument("--minutes-per-neuron", type=float_arg(0, 1e6, above=True), default=None,
                     help="scale the training budget to about M minutes per neuron on 2 cores (the default recipe "
                          f"took {DEFAULT_MINUTES_PER_NEURON} for the 33 neurons of 190923)")
+    co.add_argument("--other-session-images", action=argparse.BooleanOptionalAction, default=None,
+                    help="distil and re-train also on the images of the other sessions under --data (near-copies of "
+                         "this session's images removed; the teacher labels them); default: the recipe's (off)")
     co.add_argument("--threads", type=int_arg(1, THREADS), default=None, help="CPU threads (default: all available)")
     co.add_argument("--images-from", default=None,
                     help="another session whose images to use where SESSION has none here (e.g. 211022)")
@@ -55,8 +59,11 @@ def run(args: argparse.Namespace) -> int:
 
     slurm = {k: v for k, v in (("slurm_partition", args.slurm_partition), ("timeout_min", args.slurm_time_min))
              if v is not None}
+    recipe = Recipe().scaled(args.minutes_per_neuron)
+    if args.other_session_images is not None:
+        recipe = replace(recipe, other_session_images=args.other_session_images)
     summary = compress_session(args.data, args.session, args.out, args.teacher, args.neurons,
-                               Recipe().scaled(args.minutes_per_neuron), args.threads, args.images_from,
+                               recipe, args.threads, args.images_from,
                                args.backbone, backend=args.backend, address=args.address,
                                cpus_per_task=args.cpus_per_task, slurm=slurm)
     fmt = lambda v: "   n/a" if v is None else f"{v:6.3f}"  # noqa: E731

@@ -17,11 +17,13 @@ __all__ = ["prune_and_retrain"]
 def prune_and_retrain(model: CompactModel, teacher: Callable, images: np.ndarray, recipe: Recipe,
                       work: Path | None = None, name: str = "model", seed: int = 0,
                       threads: int | None = None, pool=None, pool_column: int = 0,
-                      evaluate: Callable[[CompactModel], float] | None = None) -> tuple[CompactModel, list]:
+                      evaluate: Callable[[CompactModel], float] | None = None,
+                      train_images: np.ndarray | None = None) -> tuple[CompactModel, list]:
     """One neuron's stage 2: ``prune_paper`` in ``recipe.rounds`` passes, then a final fine-tuning.
 
     ``teacher`` maps recentred images to this neuron's responses (N,); ``images`` (N,112,112,3)
-    uint8 are the fit-half images (statistics, and mixed with procedural images for re-training).
+    uint8 are the fit-half images (statistics, and mixed with procedural images for re-training;
+    ``train_images``, if given, replace them in re-training).
     With ``pool`` (the stage-1 :class:`~compactcortex.fit.TargetPool`), re-training draws its
     batches and targets (column ``pool_column``) from it instead of running the teacher: for a
     teacher slower than the engine (a fitted one runs in PyTorch) that is most of the cost.
@@ -39,7 +41,8 @@ def prune_and_retrain(model: CompactModel, teacher: Callable, images: np.ndarray
     def retrain(m: CompactModel, steps: int = recipe.retrain_steps) -> CompactModel:
         c = next(calls)
         if pool is None:
-            stream = ImageStream(images, recipe.batch, recipe.procedural_fraction, seed + c)
+            stream = ImageStream(images if train_images is None else train_images, recipe.batch,
+                                 recipe.procedural_fraction, seed + c)
         else:
             def stream(step: int, offset: int = (seed + c) * 1_000_003):
                 x, y = pool(offset + step)

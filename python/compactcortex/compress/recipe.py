@@ -21,6 +21,7 @@ class Recipe:
     rounds: int = 3                                  # ... applied in this many passes over the layers
     final_steps: int = 200                           # fine-tuning of the compact model at the end
     procedural_fraction: float = 0.5
+    other_session_images: bool = False               # distil also on the data folder's other sessions' images
     seed: int = 0
     teacher_members: int = 4                         # --teacher fit: ensemble members (readouts) ...
     teacher_epochs: int = 20                         # ... and epochs from scratch (early-stopped)

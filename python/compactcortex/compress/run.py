@@ -14,8 +14,10 @@ Recipe (see :class:`~compactcortex.compress.recipe.Recipe`; measured in
    Each neuron is a :class:`~compactcortex.compress.job.NeuronJob` run by
    :func:`~compactcortex.compress.job.compress_neuron` here, on Ray or on SLURM (:mod:`.backends`).
 
-Distillation images are the session's fit-half images (shifted) mixed with procedural images;
-the test half is only used for the summary's held-out numbers. Everything is resumable: the
+Distillation images are the session's fit-half images (shifted) mixed with procedural images
+(with the recipe's ``other_session_images``, also the data folder's other sessions' images, never
+a near copy of this session's: :mod:`compactcortex.data.natural`); the test half is only used for
+the summary's held-out numbers and each neuron's ``r_teacher_trace``. Everything is resumable: the
 shared student checkpoints while it trains, each re-training checkpoints, and a finished neuron's
 result (``neurons/neuron<k>.json``) is reused when it was distilled with the same neurons.
 """

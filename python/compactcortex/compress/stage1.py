@@ -79,6 +79,15 @@ class SessionRun:
         self.teacher = load_run_teacher(job.teacher, self.data, self.chosen, self.out, self.threads, self.recipe,
                                         published, progress, backbone, loaded)
         self.fit = image_source.images[image_source.fit_indices]
+        # What distillation and re-training draw their natural images from: the fit half, and with
+        # the recipe's other_session_images the data folder's other sessions' images (never a near
+        # copy of this session's, test half included). Pruning's statistics stay on the fit half.
+        self.train_images = self.fit
+        if self.recipe.other_session_images:
+            from ..data.natural import other_session_images
+
+            extra = other_session_images(self.root, image_source.images, exclude={self.session, image_source.name})
+            self.train_images = np.concatenate([self.fit, extra])
         self.test = image_source.images[image_source.test_indices]
         # in batches: a 200-filter trunk in PyTorch holds ~23 MB of maps per image
         self.teacher_test = np.zeros((len(self.test), len(self.chosen)), np.float32)
@@ -91,7 +100,7 @@ class SessionRun:
         if shared_path.is_file():
             self.shared = CompactModel.load(shared_path)
         elif train_shared:
-            self.shared = distill_population(self.teacher.population, None, self.fit, r.population_steps, r.batch,
+            self.shared = distill_population(self.teacher.population, None, self.train_images, r.population_steps, r.batch,
                                              r.filters, r.pool_size, r.procedural_fraction, r.lr, r.seed,
                                              checkpoint=ckpt, progress=progress)
             self.shared.save(shared_path)
@@ -100,7 +109,7 @@ class SessionRun:
                              "prepare_run(job) (compress_session does) before the neurons")
         self.pool = None
         if self.teacher.kind != "published":  # a fitted teacher runs in PyTorch: re-train on stage 1's pool
-            self.pool = population_pool(self.teacher.population, None, self.fit, r.pool_size, r.batch,
+            self.pool = population_pool(self.teacher.population, None, self.train_images, r.pool_size, r.batch,
                                         r.procedural_fraction, r.seed, ckpt, progress)
 
     def compress(self, k: int) -> dict:
@@ -119,7 +128,7 @@ class SessionRun:
         compact, history = prune_and_retrain(self.shared.single_output(i), tch.per_neuron(k), self.fit, r,
                                              self.neuron_work, f"neuron{k}", seed=r.seed + 1000 * (k + 1),
                                              threads=self.threads, pool=self.pool, pool_column=i,
-                                             evaluate=r_teacher)
+                                             evaluate=r_teacher, train_images=self.train_images)
         compact.provenance = {"session": self.session, "neuron": k, "teacher": tch.kind, "recipe": asdict(r),
                               "pruning": [{"layer": s.layer, "round": s.extra.get("round"),
                                            "filters": list(s.nums_filters), "explained": s.explained}
