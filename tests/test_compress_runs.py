@@ -83,6 +83,17 @@ def test_compress_errors_name_the_problem(v4, tmp_path, capsys):
         with pytest.raises(ValueError, match="bad.safetensors: not a readable safetensors file"):
             compress_session(v4, "190923", tmp_path / "claimed", neurons=[0], recipe=Recipe(**TINY), progress=False, **kw)
         assert not (tmp_path / "claimed" / "settings.json").exists()
+    # an unknown device is an argument error; an unusable GPU is refused before the folder is claimed
+    with pytest.raises(SystemExit) as e:
+        main(["compress", "--data", str(v4), "--session", "190923", "--device", "gpu", "--out", str(tmp_path / "o")])
+    assert e.value.code == 2 and "device must be 'cpu', 'cuda', 'cuda:N' or 'auto'" in capsys.readouterr().err
+    from compactcortex.devices import cuda_unusable_reason
+
+    if cuda_unusable_reason(7) is not None:
+        assert main(["compress", "--data", str(v4), "--session", "190923", "--neurons", "0", "--device", "cuda:7",
+                     "--out", str(tmp_path / "gpu")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "device 'cuda:7'" in err[0] and not (tmp_path / "gpu" / "settings.json").exists()
     # a 2 MB session name ends in one short line
     assert main(["compress", "--data", str(v4), "--session", "x" * 2_000_000, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -152,6 +163,13 @@ def test_compress_with_images_of_another_session(v4, tmp_path):
 def test_compress_refuses_a_folder_of_another_recipe(v4, tmp_path):
     from compactcortex.compress import Recipe, compress_session
 
+    import json
+
+    compress_session(v4, "190923", tmp_path, "published", [0], Recipe(**TINY), threads=1, progress=False)
+    # a folder written before a recipe field existed resumes: the new field's default is the old behaviour
+    settings = json.loads((tmp_path / "settings.json").read_text())
+    del settings["recipe"]["other_session_images"]
+    (tmp_path / "settings.json").write_text(json.dumps(settings))
     compress_session(v4, "190923", tmp_path, "published", [0], Recipe(**TINY), threads=1, progress=False)
     with pytest.raises(ValueError, match="other settings.*recipe"):
         compress_session(v4, "190923", tmp_path, "published", [0], Recipe(**{**TINY, "retrain_steps": 3}),

@@ -9,7 +9,7 @@ from typing import Callable
 
 from ..engine.inputs import MAX_THREADS as THREADS
 
-__all__ = ["THREADS", "int_arg", "float_arg", "deprecated_alias"]
+__all__ = ["THREADS", "int_arg", "float_arg", "device_arg", "deprecated_alias"]
 
 
 def int_arg(lo: int, hi: int) -> Callable[[str], int]:
@@ -38,6 +38,19 @@ def float_arg(lo: float, hi: float, above: bool = False) -> Callable[[str], floa
         return v
     parse.__name__ = "number"
     return parse
+
+
+def device_arg(text: str) -> str:
+    """An argparse type: 'cpu', 'cuda', 'cuda:N' or 'auto' (checked without importing torch)."""
+    from ..devices import check_device
+
+    try:
+        return check_device(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+device_arg.__name__ = "device"
 
 
 def deprecated_alias(run: Callable[[argparse.Namespace], int], old: str, new: str) -> Callable[[argparse.Namespace], int]:

@@ -9,7 +9,8 @@ import numpy as np
 
 from ..compress.recipe import BACKENDS
 from ..compress.recipe import DEFAULT_BACKBONE_FILTERS, DEFAULT_MINUTES_PER_NEURON
-from .args import THREADS, float_arg, int_arg
+from ..devices import DEVICE_HELP
+from .args import THREADS, device_arg, float_arg, int_arg
 
 
 def register(sub) -> None:
@@ -40,6 +41,8 @@ def register(sub) -> None:
                     help="distil and re-train also on the images of the other sessions under --data (near-copies of "
                          "this session's images removed; the teacher labels them); default: the recipe's (off)")
     co.add_argument("--threads", type=int_arg(1, THREADS), default=None, help="CPU threads (default: all available)")
+    co.add_argument("--device", type=device_arg, default="cpu",
+                    help=f"where the students train: {DEVICE_HELP}; default cpu (the C++ training kernels)")
     co.add_argument("--images-from", default=None,
                     help="another session whose images to use where SESSION has none here (e.g. 211022)")
     co.add_argument("--out", required=True, help="output folder (on storage every worker sees, for ray/slurm)")
@@ -65,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     summary = compress_session(args.data, args.session, args.out, args.teacher, args.neurons,
                                recipe, args.threads, args.images_from,
                                args.backbone, backend=args.backend, address=args.address,
-                               cpus_per_task=args.cpus_per_task, slurm=slurm)
+                               cpus_per_task=args.cpus_per_task, slurm=slurm, device=args.device)
     fmt = lambda v: "   n/a" if v is None else f"{v:6.3f}"  # noqa: E731
     print(f"\n{'neuron':>6} {'params':>7} {'published':>9} {'r teacher':>9} {'r rec':>6} {'r teach-rec':>11} "
           f"{'R2_ER':>6} {'teach':>6}  filters")

@@ -19,8 +19,8 @@ class NeuronJob:
     any process can run with :func:`compress_neuron`, given the data and the output folder.
 
     ``neurons`` is the set distilled together in stage 1 (None: all of the session's); ``recipe``
-    a :class:`Recipe` as a dict (its ``seed`` seeds every stage); the rest as for
-    :func:`compress_session`.
+    a :class:`Recipe` as a dict (its ``seed`` seeds every stage); ``device`` where students train
+    (:mod:`compactcortex.devices`); the rest as for :func:`compress_session`.
     """
 
     root: str
@@ -33,6 +33,7 @@ class NeuronJob:
     threads: int | None = None
     images_from: str | None = None
     backbone: str | None = "auto"
+    device: str = "cpu"
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))

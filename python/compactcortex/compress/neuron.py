@@ -18,7 +18,7 @@ def prune_and_retrain(model: CompactModel, teacher: Callable, images: np.ndarray
                       work: Path | None = None, name: str = "model", seed: int = 0,
                       threads: int | None = None, pool=None, pool_column: int = 0,
                       evaluate: Callable[[CompactModel], float] | None = None,
-                      train_images: np.ndarray | None = None) -> tuple[CompactModel, list]:
+                      train_images: np.ndarray | None = None, device: str = "cpu") -> tuple[CompactModel, list]:
     """One neuron's stage 2: ``prune_paper`` in ``recipe.rounds`` passes, then a final fine-tuning.
 
     ``teacher`` maps recentred images to this neuron's responses (N,); ``images`` (N,112,112,3)
@@ -31,6 +31,7 @@ def prune_and_retrain(model: CompactModel, teacher: Callable, images: np.ndarray
     run resumes (pruning itself is deterministic given the weights). ``evaluate(model) -> float``,
     if given, records an accuracy in every :class:`~compactcortex.compress.prune.PruneStep` of the
     history (before pruning, after each pruned and re-trained layer); it decides nothing.
+    ``device``: where re-training runs (:mod:`compactcortex.devices`).
     Returns (compact, history).
     """
     from ..fit.distill import ImageStream, fine_tune
@@ -47,7 +48,7 @@ def prune_and_retrain(model: CompactModel, teacher: Callable, images: np.ndarray
             def stream(step: int, offset: int = (seed + c) * 1_000_003):
                 x, y = pool(offset + step)
                 return x, (y if y.dim() == 1 else y[:, pool_column])
-        fine_tune(m, teacher, None, stream, steps, lr=recipe.retrain_lr, desc=name, progress=False,
+        fine_tune(m, teacher, None, stream, steps, lr=recipe.retrain_lr, desc=name, progress=False, device=device,
                   checkpoint=None if work is None else Path(work) / f"{name}_train{c}.ckpt")
         return m
 

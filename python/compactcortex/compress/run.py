@@ -28,6 +28,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Sequence
 
+from ..devices import check_device
 from ..files import write_json
 from .backends import run_neurons
 from .job import NeuronJob
@@ -52,6 +53,7 @@ def compress_session(
     address: str | None = None,
     cpus_per_task: int | None = None,
     slurm: dict | None = None,
+    device: str = "cpu",
 ) -> dict:
     """Compress every chosen neuron of ``session`` into a compact model; returns the summary.
 
@@ -73,6 +75,9 @@ def compress_session(
         recipe: :class:`Recipe` (default: the defaults).
         images_from: another session whose images stand in where ``session`` has none here
             (then ``r_test``, ``r_teacher_model_test`` and ``r2er_test`` are null).
+        device: where the students train: ``"cpu"`` (the C++ training kernels), ``"cuda"``,
+            ``"cuda:N"`` or ``"auto"`` (:mod:`compactcortex.devices`); an unusable CUDA device
+            fails before anything runs.
 
     Returns:
         ``{"session", "teacher", "elapsed_s", "recipe", "neurons": [{"neuron", "teacher_params",
@@ -84,7 +89,7 @@ def compress_session(
     recipe = recipe or Recipe()
     base = NeuronJob(str(root), str(session), -1, str(out), teacher,
                      None if neurons is None else tuple(int(k) for k in neurons), asdict(recipe), threads,
-                     images_from, backbone)
+                     images_from, backbone, check_device(device))
     check_backend(backend)  # before stage 1, which may take long
     run = session_run(base, progress, train_shared=True)
     rows = run_neurons([replace(base, neuron=k) for k in run.chosen], backend, address=address,

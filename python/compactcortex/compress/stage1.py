@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..data.session import load_session
+from ..devices import resolve_device
 from ..files import write_json
 from ..metrics import pearson_r1
 from ..models.compact import CompactModel
@@ -42,6 +43,7 @@ class SessionRun:
         self.threads = default_threads() if job.threads is None else int(job.threads)
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
+        self.device = str(resolve_device(job.device))  # before anything runs: a missing GPU fails here
         recorded = load_session(self.root, job.images_from) if job.images_from else None
         self.data = load_session(self.root, self.session, images=job.images_from is None)
         image_source = recorded or self.data
@@ -102,7 +104,7 @@ class SessionRun:
         elif train_shared:
             self.shared = distill_population(self.teacher.population, None, self.train_images, r.population_steps, r.batch,
                                              r.filters, r.pool_size, r.procedural_fraction, r.lr, r.seed,
-                                             checkpoint=ckpt, progress=progress)
+                                             checkpoint=ckpt, progress=progress, device=self.device)
             self.shared.save(shared_path)
         else:
             raise ValueError(f"{shared_path}: stage 1 (the shared student) has not been run for this job; run "
@@ -128,7 +130,8 @@ class SessionRun:
         compact, history = prune_and_retrain(self.shared.single_output(i), tch.per_neuron(k), self.fit, r,
                                              self.neuron_work, f"neuron{k}", seed=r.seed + 1000 * (k + 1),
                                              threads=self.threads, pool=self.pool, pool_column=i,
-                                             evaluate=r_teacher, train_images=self.train_images)
+                                             evaluate=r_teacher, train_images=self.train_images,
+                                             device=self.device)
         compact.provenance = {"session": self.session, "neuron": k, "teacher": tch.kind, "recipe": asdict(r),
                               "pruning": [{"layer": s.layer, "round": s.extra.get("round"),
                                            "filters": list(s.nums_filters), "explained": s.explained}
@@ -183,6 +186,8 @@ def claim_folder(out: Path, settings: dict) -> None:
     settings = json.loads(json.dumps(settings))  # tuples -> lists, as read back
     if path.is_file():
         old = json.loads(path.read_text())
+        if isinstance(old.get("recipe"), dict):  # fields added to Recipe since default to the old behaviour
+            old["recipe"] = {**json.loads(json.dumps(asdict(Recipe()))), **old["recipe"]}
         if old != settings:
             diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
             raise ValueError(f"{out} holds a run with other settings ({', '.join(diff)} differ); "

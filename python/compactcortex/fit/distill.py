@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..devices import resolve_device
 from ..models.compact import CompactModel
 from ..models.image_tensor import to_tensor
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -134,7 +135,7 @@ def fine_tune(student: CompactModel, teacher: Teacher | None, neuron: Neurons, s
               progress: bool = True, init_bias: bool = False, checkpoint_every: int = 50,
               readout_lr: float | None = None, backend: str = "engine",
               callback: Callable[[int, CompactModel], None] | None = None,
-              settings: dict | None = None) -> dict:
+              settings: dict | None = None, device: str | torch.device | None = "cpu") -> dict:
     """Train ``student`` (in place) on the teacher's outputs for ``steps`` batches of ``stream``.
 
     ``stream(step)`` returns images (the teacher is run on them) or ``(images, targets)`` (e.g. a
@@ -152,7 +153,10 @@ def fine_tune(student: CompactModel, teacher: Teacher | None, neuron: Neurons, s
     checkpoint interval (e.g. to record held-out accuracy; the student is in eval mode during the
     call). ``settings`` (plain values: the stream's seed, batch, ...) are recorded in the
     checkpoint with this call's own (steps, learning rates, student shape, targets); a checkpoint
-    of other settings is refused (ValueError). Returns ``{"steps", "final_loss"}``.
+    of other settings is refused (ValueError). ``device`` (:mod:`compactcortex.devices`): where
+    the student trains; on a CUDA device it trains through PyTorch in channels_last, batches are
+    copied from pinned host memory without waiting, and the loss is read back only every 10 steps;
+    the student is returned where it was. Returns ``{"steps", "final_loss"}``.
     """
     if int(steps) != steps or steps < 0:
         raise ValueError(f"steps must be an integer >= 0, got {steps}")
@@ -161,12 +165,20 @@ def fine_tune(student: CompactModel, teacher: Teacher | None, neuron: Neurons, s
     if int(checkpoint_every) < 1:
         raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     steps = int(steps)  # a numpy integer would not load back under weights_only
+    dev = resolve_device(device)
+    on_gpu = dev.type == "cuda"
+    home = next(student.parameters()).device
+    if on_gpu:  # the C++ kernels are the CPU's; on a GPU the student trains through PyTorch
+        backend = "torch"
+        student.to(dev, memory_format=torch.channels_last)
 
     def batch(step):
         got = stream(step)
-        if isinstance(got, tuple):
-            return got
-        return got, teacher_targets(teacher, got, neuron)
+        x, y = got if isinstance(got, tuple) else (got, teacher_targets(teacher, got, neuron))
+        if on_gpu:
+            x = x.pin_memory().to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            y = y.pin_memory().to(dev, non_blocking=True)
+        return x, y
 
     run = {"steps": steps, "lr": float(lr), "readout_lr": readout_lr, "init_bias": bool(init_bias),
            "nums_filters": list(student.nums_filters), "outputs": student.num_outputs,
@@ -178,7 +190,7 @@ def fine_tune(student: CompactModel, teacher: Teacher | None, neuron: Neurons, s
         student.load_state_dict(state["model"])
         opt.load_state_dict(state["optim"])
         sched.load_state_dict(state["sched"])
-        start, scale, losses = state["step"], torch.as_tensor(state["scale"]), state["losses"]
+        start, scale, losses = state["step"], torch.as_tensor(state["scale"]).to(dev), state["losses"]
     else:
         probe = torch.cat([batch(PROBE_STEP + i)[1] for i in range(4)])
         want = (len(probe),) if student.num_outputs == 1 else (len(probe), student.num_outputs)
@@ -191,7 +203,15 @@ def fine_tune(student: CompactModel, teacher: Teacher | None, neuron: Neurons, s
                 student.readout.bias.copy_(probe.mean(0).reshape(-1))
                 student.readout.weight.zero_()
 
+    pending: list[torch.Tensor] = []  # losses not yet read back (a read waits for the device)
+
+    def read_losses() -> None:
+        if pending:
+            losses.extend(torch.stack(pending).tolist())
+            pending.clear()
+
     def save(step):
+        read_losses()
         if checkpoint:
             save_checkpoint(checkpoint, {"model": student.state_dict(), "optim": opt.state_dict(),
                                          "sched": sched.state_dict(), "step": step, "scale": scale, "losses": losses},
@@ -207,8 +227,9 @@ def fine_tune(student: CompactModel, teacher: Teacher | None, neuron: Neurons, s
         loss.backward()
         opt.step()
         sched.step()
-        losses.append(float(loss.detach()))
+        pending.append(loss.detach())
         if step % 10 == 0:
+            read_losses()
             bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
         if (step + 1) % checkpoint_every == 0:
             save(step + 1)
@@ -219,6 +240,8 @@ def fine_tune(student: CompactModel, teacher: Teacher | None, neuron: Neurons, s
     save(steps)
     student.eval()
     student.backend = previous_backend
+    if on_gpu:
+        student.to(home, memory_format=torch.contiguous_format)
     return {"steps": steps, "final_loss": float(np.mean(losses[-20:])) if losses else float("nan")}
 
 
@@ -235,6 +258,7 @@ def distill(
     checkpoint: str | Path | None = None,
     progress: bool = True,
     backend: str = "engine",
+    device: str | torch.device | None = "cpu",
 ) -> CompactModel:
     """Distil one neuron of ``teacher`` into a fresh compact student (the paper: 100 filters per layer).
 
@@ -246,6 +270,7 @@ def distill(
             ``procedural_fraction`` of every batch is procedural images.
         steps, batch: training length; checkpoint: resumable training state (see fine_tune).
         backend: what the student trains on (see :func:`fine_tune`).
+        device: where it trains (see :func:`fine_tune`).
 
     Returns:
         The trained student, in eval mode, in the teacher's response units.
@@ -254,7 +279,7 @@ def distill(
     student = CompactModel(nums_filters)
     stream = ImageStream(images, batch, procedural_fraction, seed)
     info = fine_tune(student, teacher, neuron, stream, steps, lr, checkpoint, desc=f"distil neuron {neuron}",
-                     progress=progress, init_bias=True, backend=backend,
+                     progress=progress, init_bias=True, backend=backend, device=device,
                      settings={"seed": seed, "batch": batch, "procedural_fraction": procedural_fraction,
                                "images": None if images is None else len(images)})
     student.provenance = {"distilled_from_neuron": neuron, "steps": steps, "batch": batch, "seed": seed,
@@ -289,6 +314,7 @@ def distill_population(
     backend: str = "engine",
     callback: Callable[[int, CompactModel], None] | None = None,
     checkpoint_every: int = 50,
+    device: str | torch.device | None = "cpu",
 ) -> CompactModel:
     """Distil many neurons at once into one shared student: one trunk, a readout row per neuron.
 
@@ -297,6 +323,8 @@ def distill_population(
     :meth:`CompactModel.single_output` and prune them. ``teacher`` returns (N, neurons);
     ``neurons`` picks K of them (None: all). With ``checkpoint``, the training state and the
     pool's targets (``<checkpoint>.targets.npy``) are kept, so an interrupted run resumes.
+    ``device``: where the student trains (see :func:`fine_tune`; the teacher labels the pool
+    wherever it runs).
 
     Returns:
         The student with K outputs, in eval mode, in the teacher's response units.
@@ -306,7 +334,7 @@ def distill_population(
     student = CompactModel(nums_filters, outputs=pool.targets.shape[1])
     info = fine_tune(student, None, None, pool, steps, lr, checkpoint, desc=f"distil {student.num_outputs} neurons",
                      progress=progress, init_bias=True, backend=backend, callback=callback,
-                     checkpoint_every=checkpoint_every,
+                     checkpoint_every=checkpoint_every, device=device,
                      settings={"seed": seed, "batch": batch, "pool_size": pool_size,
                                "procedural_fraction": procedural_fraction,
                                "images": None if images is None else len(images)})
