@@ -90,3 +90,22 @@ def test_the_command_line_parses_without_torch():
             "import compactcortex.fit, compactcortex.compress\n"
             "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('compactcortex'))\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_public_name_is_not_hidden_by_its_submodule():
+    """``compactcortex.fit.distill`` is the function even after the module of that name was
+    imported (the import system binds submodules on their package), in every lazy package."""
+    code = """
+import importlib, types
+for package in ("compactcortex", "compactcortex.fit", "compactcortex.compress"):
+    pkg = importlib.import_module(package)
+    for name, where in pkg._LAZY.items():
+        if where == name:
+            importlib.import_module(f"{package}.{name}")
+            got = getattr(pkg, name)
+            assert not isinstance(got, types.ModuleType), (package, name)
+            assert got is getattr(importlib.import_module(f"{package}.{name}"), name)
+from compactcortex.fit import distill
+assert callable(distill) and not isinstance(distill, types.ModuleType)
+"""
+    subprocess.run([sys.executable, "-c", code], check=True)
