@@ -1,8 +1,8 @@
 """Natural images beyond a session's own: the other sessions' images in a data folder.
 
 A teacher that is a model (a published compact model, a fitted ensemble) can label any image, so
-a session's distillation need not stop at its 600 fit-half images: the data folder holds ~13,000
-more natural images of other sessions. They must never include the session's held-out images,
+a session's distillation need not stop at its 600 fit-half images: the data folder holds ~9,300
+more distinct natural images of other sessions. They must never include the session's held-out images,
 not even re-encoded or re-scaled copies, so candidates that nearly equal any image of the session
 (grey 14x14 thumbnails correlated above ``threshold``) are dropped.
 """
@@ -68,7 +68,8 @@ def other_session_images(root: str | Path, session_images: np.ndarray, exclude: 
     if not parts:
         return np.zeros((0, 112, 112, 3), np.uint8)
     images = np.concatenate(parts)
-    seen: set[bytes] = set()  # repeats across sessions (e.g. 210322 and 210325 share 600 images)
-    first = [i for i, im in enumerate(images) if not (_digest(im) in seen or seen.add(_digest(im)))]
-    images = images[first]
+    first: dict[bytes, int] = {}  # repeats across sessions (e.g. 210322 and 210325 share 600 images)
+    for i, im in enumerate(images):
+        first.setdefault(_digest(im), i)
+    images = images[sorted(first.values())]
     return images[~near_duplicates(images, session_images, threshold)]
